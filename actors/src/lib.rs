@@ -1,0 +1,22 @@
+//! The actor system of a hypercache-server node.
+//!
+//! Pure cores (no I/O, no clocks of their own): [`types`], [`hlc`], [`store`], [`ring`],
+//! [`metrics`]. Actors that own them: [`shard`], [`membership`], [`drain`], supervised by
+//! [`root`]. [`node`] starts the tree and is the mailbox client the HTTP layer uses.
+//! The supervision tree is drawn in [`root`].
+
+pub mod drain;
+pub mod error;
+pub mod hlc;
+pub mod membership;
+pub mod metrics;
+pub mod node;
+pub mod ring;
+pub mod root;
+pub mod shard;
+pub mod shards;
+pub mod store;
+pub mod types;
+
+pub use error::CacheError;
+pub use node::{start, NodeConfig, NodeHandle};

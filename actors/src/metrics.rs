@@ -1,0 +1,176 @@
+//! Counters, gauges and latency histograms of the node, rendered as JSON for
+//! `/dist/metrics` and as Prometheus text for `/metrics`.
+//!
+//! Owns only atomics: recording never blocks and never allocates. Store counters (hits,
+//! misses, evictions, expirations) are not here: the shards own them and the management
+//! API adds them to both renderings.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! define_metrics {
+    ($( $kind:ident $name:ident : $help:literal ),* $(,)?) => {
+        /// Every counter and gauge of the node. Field names are the metric names without
+        /// the `hypercache_` prefix.
+        #[derive(Debug, Default)]
+        pub struct Metrics {
+            $( #[doc = $help] pub $name: AtomicU64, )*
+            /// Request latency per route.
+            pub latency: RouteLatency,
+        }
+
+        impl Metrics {
+            /// `(name, help, kind, value)` for every counter and gauge.
+            pub fn snapshot(&self) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+                vec![ $( (stringify!($name), $help, stringify!($kind), self.$name.load(Relaxed)) ),* ]
+            }
+        }
+    };
+}
+
+define_metrics! {
+    counter requests_total: "HTTP requests answered, all listeners.",
+    counter requests_rejected_overload_total: "Requests answered 503 OVERLOADED because a listener was at its in-flight bound.",
+    counter requests_unauthorized_total: "Requests answered 401.",
+    counter puts_total: "PUT requests that stored a value.",
+    counter gets_total: "GET requests answered (hit or miss).",
+    counter deletes_total: "DELETE requests that wrote a tombstone.",
+    counter shard_restarts_total: "Shard actors restarted by the root supervisor after a failure.",
+    counter actor_restarts_total: "Non-shard actors restarted by the root supervisor after a failure.",
+    counter drains_total: "Drains started on this node (0 or 1 until restart).",
+    gauge draining: "1 while this node is draining.",
+}
+
+impl Metrics {
+    /// Adds one to a counter.
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+}
+
+/// Upper bounds of the latency buckets, in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
+];
+
+/// Routes whose latency is recorded (label `route`).
+pub const ROUTES: [&str; 8] = [
+    "cache_get",
+    "cache_put",
+    "cache_delete",
+    "owners",
+    "healthz",
+    "management",
+    "dist",
+    "other",
+];
+
+/// One latency histogram.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, seconds: f64) {
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros.fetch_add((seconds * 1e6) as u64, Relaxed);
+    }
+}
+
+/// A histogram per route of [`ROUTES`].
+#[derive(Debug, Default)]
+pub struct RouteLatency {
+    routes: [Histogram; ROUTES.len()],
+}
+
+impl RouteLatency {
+    /// Records one request; unknown route names count under `other`.
+    pub fn observe(&self, route: &str, seconds: f64) {
+        let i = ROUTES
+            .iter()
+            .position(|r| *r == route)
+            .unwrap_or(ROUTES.len() - 1);
+        self.routes[i].observe(seconds);
+    }
+}
+
+/// Prometheus text exposition of the node metrics plus `extra` `(name, help, kind, value)`
+/// rows (the store counters).
+pub fn render_prometheus(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    for (name, help, kind, value) in m.snapshot().iter().chain(extra.iter()) {
+        let _ = writeln!(out, "# HELP hypercache_{name} {help}");
+        let _ = writeln!(out, "# TYPE hypercache_{name} {kind}");
+        let _ = writeln!(out, "hypercache_{name} {value}");
+    }
+    let name = "hypercache_request_duration_seconds";
+    let _ = writeln!(out, "# HELP {name} Request latency by route.");
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (route, h) in ROUTES.iter().zip(m.latency.routes.iter()) {
+        let mut cumulative = 0;
+        for (b, c) in LATENCY_BUCKETS.iter().zip(h.buckets.iter()) {
+            cumulative += c.load(Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}"
+            );
+        }
+        let count = h.count.load(Relaxed);
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
+        );
+        let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
+        let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+    }
+    out
+}
+
+/// JSON object of every counter and gauge plus `extra`, and per-route request counts.
+pub fn render_json(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (name, _, _, value) in m.snapshot().iter().chain(extra.iter()) {
+        map.insert((*name).to_owned(), (*value).into());
+    }
+    let mut lat = serde_json::Map::new();
+    for (route, h) in ROUTES.iter().zip(m.latency.routes.iter()) {
+        let count = h.count.load(Relaxed);
+        let sum_us = h.sum_micros.load(Relaxed);
+        lat.insert(
+            (*route).to_owned(),
+            serde_json::json!({"count": count, "sum_micros": sum_us}),
+        );
+    }
+    map.insert("request_latency".into(), lat.into());
+    serde_json::Value::Object(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prometheus_has_every_metric_and_histogram() {
+        let m = Metrics::default();
+        Metrics::inc(&m.puts_total);
+        m.latency.observe("cache_put", 0.0003);
+        m.latency.observe("nope", 9.0);
+        let text = render_prometheus(&m, &[("items", "Items.", "gauge", 3)]);
+        assert!(text.contains("hypercache_puts_total 1"));
+        assert!(text.contains("hypercache_items 3"));
+        assert!(text.contains(
+            "hypercache_request_duration_seconds_bucket{route=\"cache_put\",le=\"0.0005\"} 1"
+        ));
+        assert!(text.contains("hypercache_request_duration_seconds_count{route=\"other\"} 1"));
+        let json = render_json(&m, &[]);
+        assert_eq!(json["puts_total"], 1);
+        assert_eq!(json["request_latency"]["cache_put"]["count"], 1);
+    }
+}

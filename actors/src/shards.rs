@@ -1,0 +1,162 @@
+//! `Shards`: the routing table from a key to its `ShardActor`, and the mailbox-client
+//! calls every other part of the node uses to reach the local store.
+//!
+//! Owns only the table of actor references. The root supervisor writes a new reference
+//! into it when it restarts a shard; readers take the current one per call.
+
+use crate::error::CacheError;
+use crate::shard::ShardMsg;
+use crate::store::ShardStats;
+use crate::types::{ApplyOutcome, Stored, Write};
+use ractor::rpc::CallResult;
+use ractor::{ActorRef, RpcReplyPort};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// How long a call to a shard may take before the caller gives up.
+pub const SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries per call while a shard is being restarted.
+const SHARD_CALL_TRIES: usize = 5;
+
+/// Which shard a key lives in. The seed differs from the ring's so shard and ring
+/// placement are independent.
+pub fn shard_index(key: &str, shards: usize) -> usize {
+    (xxhash_rust::xxh64::xxh64(key.as_bytes(), 0x5eed) % shards as u64) as usize
+}
+
+/// Cloneable handle to the shard table.
+#[derive(Clone, Default)]
+pub struct Shards {
+    table: Arc<RwLock<Vec<ActorRef<ShardMsg>>>>,
+}
+
+impl Shards {
+    /// Number of shards.
+    pub fn len(&self) -> usize {
+        self.table.read().map(|t| t.len()).unwrap_or(0)
+    }
+
+    /// True before the supervisor has started any shard.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Installs (or replaces, after a restart) shard `index`.
+    pub(crate) fn set(&self, index: usize, actor: ActorRef<ShardMsg>) {
+        let mut t = self.table.write().unwrap_or_else(|p| p.into_inner());
+        if index < t.len() {
+            t[index] = actor;
+        } else {
+            t.push(actor);
+        }
+    }
+
+    /// The shard index whose actor has this id, if any.
+    pub(crate) fn index_of(&self, id: ractor::ActorId) -> Option<usize> {
+        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+        t.iter().position(|a| a.get_id() == id)
+    }
+
+    /// Every shard's actor.
+    pub(crate) fn all(&self) -> Vec<ActorRef<ShardMsg>> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn actor_at(&self, index: usize) -> Option<ActorRef<ShardMsg>> {
+        self.table
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(index)
+            .cloned()
+    }
+
+    /// Calls the shard that owns `key`, retrying briefly while it is being restarted.
+    async fn call<T: Send + 'static>(
+        &self,
+        key: &str,
+        build: impl Fn(RpcReplyPort<T>) -> ShardMsg,
+    ) -> Result<T, CacheError> {
+        let n = self.len();
+        if n == 0 {
+            return Err(CacheError::Internal("store not started".into()));
+        }
+        let index = shard_index(key, n);
+        self.call_index(index, build).await
+    }
+
+    async fn call_index<T: Send + 'static>(
+        &self,
+        index: usize,
+        build: impl Fn(RpcReplyPort<T>) -> ShardMsg,
+    ) -> Result<T, CacheError> {
+        for attempt in 0..SHARD_CALL_TRIES {
+            let Some(actor) = self.actor_at(index) else {
+                break;
+            };
+            match actor.call(&build, Some(SHARD_CALL_TIMEOUT)).await {
+                Ok(CallResult::Success(v)) => return Ok(v),
+                Ok(CallResult::Timeout) => {
+                    return Err(CacheError::Internal(format!("shard {index} timed out")))
+                }
+                // The actor died (mailbox closed or reply dropped): wait for the restart.
+                Ok(CallResult::SenderError) | Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(20 << attempt)).await;
+                }
+            }
+        }
+        Err(CacheError::Internal(format!("shard {index} is restarting")))
+    }
+
+    /// Reads a live value from the local store.
+    pub async fn get(&self, key: &str) -> Result<Option<Stored>, CacheError> {
+        let k = key.to_owned();
+        self.call(key, move |reply| ShardMsg::Get {
+            key: k.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Applies a versioned write to the local store.
+    pub async fn apply(&self, key: &str, write: Write) -> Result<ApplyOutcome, CacheError> {
+        let k = key.to_owned();
+        self.call(key, move |reply| ShardMsg::Apply {
+            key: k.clone(),
+            write: write.clone(),
+            reply,
+        })
+        .await
+    }
+
+    /// Sums every shard's counters.
+    pub async fn stats(&self) -> Result<ShardStats, CacheError> {
+        let mut total = ShardStats::default();
+        for i in 0..self.len() {
+            total += self.call_index(i, ShardMsg::Stats).await?;
+        }
+        Ok(total)
+    }
+
+    /// Test-only: makes the shard holding `key` panic. Returns its index.
+    #[cfg(feature = "test-hooks")]
+    pub fn crash_shard_of(&self, key: &str) -> Option<usize> {
+        let index = shard_index(key, self.len());
+        let actor = self.actor_at(index)?;
+        actor.cast(ShardMsg::Crash).ok()?;
+        Some(index)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_index_in_range_and_spread() {
+        let mut seen = [0usize; 8];
+        for i in 0..8_000 {
+            seen[shard_index(&format!("k{i}"), 8)] += 1;
+        }
+        assert!(seen.iter().all(|c| *c > 800), "{seen:?}");
+    }
+}

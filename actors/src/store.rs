@@ -1,0 +1,367 @@
+//! The pure store of one shard: live entries in LRU order, tombstones, capacity and byte
+//! limits, expiry, and the counters an operator reads.
+//!
+//! Owns no clock and no I/O: every call that depends on time takes `now_ms`. The actor in
+//! [`crate::shard`] owns one `ShardStore` and feeds it messages and sweep ticks.
+//!
+//! Invariants:
+//! - `apply` is last-write-wins by [`Version`]: a write never replaces a newer version, so
+//!   applying any set of writes in any order, with duplicates, ends in the same state.
+//! - Live items never exceed `capacity_items`, and live key+value bytes never exceed
+//!   `capacity_bytes` (when set): the least recently used entries are evicted first.
+//! - An expired entry is never returned; it is removed when read or by `sweep`.
+//! - A tombstone is kept until its retention has passed, so an older value cannot
+//!   resurrect a deleted key while the tombstone exists.
+
+use crate::types::{ApplyOutcome, Key, Stored, Version, Write};
+use bytes::Bytes;
+use lru::LruCache;
+use std::collections::HashMap;
+
+/// A live entry.
+#[derive(Debug, Clone)]
+struct Entry {
+    value: Bytes,
+    version: Version,
+    expires_at_ms: Option<u64>,
+}
+
+/// A remembered delete.
+#[derive(Debug, Clone, Copy)]
+struct Tombstone {
+    version: Version,
+    purge_at_ms: u64,
+}
+
+/// Limits of one shard.
+#[derive(Debug, Clone, Copy)]
+pub struct ShardLimits {
+    /// Most live items held.
+    pub capacity_items: usize,
+    /// Most live key+value bytes held; `None` is unlimited.
+    pub capacity_bytes: Option<u64>,
+    /// How long a tombstone is kept after it is written.
+    pub tombstone_retention_ms: u64,
+}
+
+/// Counters and gauges of one shard; summed across shards for `/stats`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ShardStats {
+    pub items: u64,
+    pub bytes: u64,
+    pub tombstones: u64,
+    pub hits: u64,
+    pub misses: u64,
+    pub evictions: u64,
+    pub expirations: u64,
+    pub writes_applied: u64,
+    pub writes_stale: u64,
+    pub tombstones_purged: u64,
+}
+
+impl std::ops::AddAssign for ShardStats {
+    fn add_assign(&mut self, o: Self) {
+        self.items += o.items;
+        self.bytes += o.bytes;
+        self.tombstones += o.tombstones;
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.evictions += o.evictions;
+        self.expirations += o.expirations;
+        self.writes_applied += o.writes_applied;
+        self.writes_stale += o.writes_stale;
+        self.tombstones_purged += o.tombstones_purged;
+    }
+}
+
+/// One shard's data.
+pub struct ShardStore {
+    live: LruCache<Key, Entry>,
+    tombstones: HashMap<Key, Tombstone>,
+    limits: ShardLimits,
+    bytes: u64,
+    stats: ShardStats,
+}
+
+fn entry_bytes(key: &str, value: &Bytes) -> u64 {
+    (key.len() + value.len()) as u64
+}
+
+fn expired(expires_at_ms: Option<u64>, now_ms: u64) -> bool {
+    matches!(expires_at_ms, Some(t) if t <= now_ms)
+}
+
+impl ShardStore {
+    pub fn new(limits: ShardLimits) -> Self {
+        Self {
+            live: LruCache::unbounded(),
+            tombstones: HashMap::new(),
+            limits,
+            bytes: 0,
+            stats: ShardStats::default(),
+        }
+    }
+
+    /// Reads a live value, refreshing its LRU position. Counts a hit or a miss; an
+    /// expired entry is removed and counted as an expiration and a miss.
+    pub fn get(&mut self, key: &str, now_ms: u64) -> Option<Stored> {
+        let found = match self.live.get(key) {
+            Some(e) if expired(e.expires_at_ms, now_ms) => None,
+            Some(e) => {
+                self.stats.hits += 1;
+                return Some(Stored {
+                    value: e.value.clone(),
+                    version: e.version,
+                    expires_at_ms: e.expires_at_ms,
+                });
+            }
+            None => Some(()),
+        };
+        if found.is_none() {
+            self.remove_live(key);
+            self.stats.expirations += 1;
+        }
+        self.stats.misses += 1;
+        None
+    }
+
+    /// The version this shard holds for `key` (live or tombstone), without touching LRU
+    /// order or counters.
+    pub fn version_of(&self, key: &str) -> Option<Version> {
+        self.live
+            .peek(key)
+            .map(|e| e.version)
+            .or_else(|| self.tombstones.get(key).map(|t| t.version))
+    }
+
+    /// Applies a replicated write or delete, last-write-wins.
+    pub fn apply(&mut self, key: &str, write: &Write, now_ms: u64) -> ApplyOutcome {
+        match self.version_of(key) {
+            Some(v) if v > write.version => {
+                self.stats.writes_stale += 1;
+                return ApplyOutcome::Stale;
+            }
+            Some(v) if v == write.version => return ApplyOutcome::AlreadyCurrent,
+            _ => {}
+        }
+        self.stats.writes_applied += 1;
+        match &write.value {
+            // An already expired value reads exactly like a delete; keeping it as a
+            // tombstone still blocks older versions.
+            Some(value) if !expired(write.expires_at_ms, now_ms) => {
+                self.tombstones.remove(key);
+                self.insert_live(key, value.clone(), write.version, write.expires_at_ms);
+            }
+            _ => {
+                self.remove_live(key);
+                self.tombstones.insert(
+                    key.to_owned(),
+                    Tombstone {
+                        version: write.version,
+                        purge_at_ms: now_ms.saturating_add(self.limits.tombstone_retention_ms),
+                    },
+                );
+            }
+        }
+        ApplyOutcome::Applied
+    }
+
+    fn insert_live(
+        &mut self,
+        key: &str,
+        value: Bytes,
+        version: Version,
+        expires_at_ms: Option<u64>,
+    ) {
+        let size = entry_bytes(key, &value);
+        let entry = Entry {
+            value,
+            version,
+            expires_at_ms,
+        };
+        if let Some(old) = self.live.put(key.to_owned(), entry) {
+            self.bytes -= entry_bytes(key, &old.value);
+        }
+        self.bytes += size;
+        self.enforce_limits();
+    }
+
+    fn enforce_limits(&mut self) {
+        loop {
+            let over_items = self.live.len() > self.limits.capacity_items;
+            let over_bytes = matches!(self.limits.capacity_bytes, Some(b) if self.bytes > b);
+            if !over_items && !over_bytes {
+                return;
+            }
+            match self.live.pop_lru() {
+                Some((k, e)) => {
+                    self.bytes -= entry_bytes(&k, &e.value);
+                    self.stats.evictions += 1;
+                }
+                None => return,
+            }
+        }
+    }
+
+    fn remove_live(&mut self, key: &str) -> bool {
+        match self.live.pop(key) {
+            Some(e) => {
+                self.bytes -= entry_bytes(key, &e.value);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes expired entries and tombstones past retention. Returns how many live
+    /// entries expired.
+    pub fn sweep(&mut self, now_ms: u64) -> u64 {
+        let dead: Vec<Key> = self
+            .live
+            .iter()
+            .filter(|(_, e)| expired(e.expires_at_ms, now_ms))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &dead {
+            self.remove_live(k);
+        }
+        self.stats.expirations += dead.len() as u64;
+        let before = self.tombstones.len();
+        self.tombstones.retain(|_, t| t.purge_at_ms > now_ms);
+        self.stats.tombstones_purged += (before - self.tombstones.len()) as u64;
+        dead.len() as u64
+    }
+
+    /// Current counters and gauges.
+    pub fn stats(&self) -> ShardStats {
+        ShardStats {
+            items: self.live.len() as u64,
+            bytes: self.bytes,
+            tombstones: self.tombstones.len() as u64,
+            ..self.stats
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(items: usize) -> ShardLimits {
+        ShardLimits {
+            capacity_items: items,
+            capacity_bytes: None,
+            tombstone_retention_ms: 1_000,
+        }
+    }
+
+    fn w(hlc: u64, value: Option<&str>, exp: Option<u64>) -> Write {
+        Write {
+            version: Version { hlc, origin: 1 },
+            value: value.map(|v| Bytes::copy_from_slice(v.as_bytes())),
+            expires_at_ms: exp,
+        }
+    }
+
+    #[test]
+    fn newer_wins_older_is_stale() {
+        let mut s = ShardStore::new(limits(10));
+        assert_eq!(
+            s.apply("k", &w(2, Some("b"), None), 0),
+            ApplyOutcome::Applied
+        );
+        assert_eq!(s.apply("k", &w(1, Some("a"), None), 0), ApplyOutcome::Stale);
+        assert_eq!(
+            s.apply("k", &w(2, Some("b"), None), 0),
+            ApplyOutcome::AlreadyCurrent
+        );
+        assert_eq!(s.get("k", 0).unwrap().value, Bytes::from_static(b"b"));
+    }
+
+    #[test]
+    fn tombstone_blocks_older_value_until_purged() {
+        let mut s = ShardStore::new(limits(10));
+        s.apply("k", &w(1, Some("a"), None), 0);
+        s.apply("k", &w(2, None, None), 0);
+        assert!(s.get("k", 0).is_none());
+        assert_eq!(
+            s.apply("k", &w(1, Some("a"), None), 10),
+            ApplyOutcome::Stale
+        );
+        assert!(s.get("k", 10).is_none());
+        assert_eq!(s.stats().tombstones, 1);
+        s.sweep(999);
+        assert_eq!(s.stats().tombstones, 1);
+        s.sweep(1_000);
+        assert_eq!(s.stats().tombstones, 0);
+        assert_eq!(s.stats().tombstones_purged, 1);
+    }
+
+    #[test]
+    fn capacity_evicts_least_recently_used() {
+        let mut s = ShardStore::new(limits(2));
+        s.apply("a", &w(1, Some("1"), None), 0);
+        s.apply("b", &w(2, Some("2"), None), 0);
+        s.get("a", 0);
+        s.apply("c", &w(3, Some("3"), None), 0);
+        assert!(s.get("b", 0).is_none());
+        assert!(s.get("a", 0).is_some());
+        assert!(s.get("c", 0).is_some());
+        let st = s.stats();
+        assert_eq!((st.items, st.evictions), (2, 1));
+    }
+
+    #[test]
+    fn byte_limit_evicts_and_tracks_bytes() {
+        let mut s = ShardStore::new(ShardLimits {
+            capacity_bytes: Some(10),
+            ..limits(100)
+        });
+        s.apply("a", &w(1, Some("1234"), None), 0); // 5 bytes
+        s.apply("b", &w(2, Some("1234"), None), 0); // 10 bytes
+        assert_eq!(s.stats().bytes, 10);
+        s.apply("c", &w(3, Some("1"), None), 0); // 12 > 10: evict a
+        let st = s.stats();
+        assert_eq!((st.items, st.bytes, st.evictions), (2, 7, 1));
+        s.apply("b", &w(4, Some("12"), None), 0); // overwrite shrinks
+        assert_eq!(s.stats().bytes, 5);
+    }
+
+    #[test]
+    fn expired_never_served_and_swept() {
+        let mut s = ShardStore::new(limits(10));
+        s.apply("a", &w(1, Some("x"), Some(100)), 0);
+        s.apply("b", &w(2, Some("y"), Some(100)), 0);
+        s.apply("c", &w(3, Some("z"), None), 0);
+        assert!(s.get("a", 99).is_some());
+        assert!(s.get("a", 100).is_none());
+        assert_eq!(s.sweep(100), 1);
+        let st = s.stats();
+        assert_eq!((st.items, st.expirations), (1, 2));
+    }
+
+    #[test]
+    fn already_expired_write_acts_as_tombstone() {
+        let mut s = ShardStore::new(limits(10));
+        s.apply("a", &w(1, Some("old"), None), 0);
+        assert_eq!(
+            s.apply("a", &w(2, Some("x"), Some(5)), 10),
+            ApplyOutcome::Applied
+        );
+        assert!(s.get("a", 10).is_none());
+        assert_eq!(
+            s.apply("a", &w(1, Some("old"), None), 10),
+            ApplyOutcome::Stale
+        );
+    }
+
+    #[test]
+    fn hits_and_misses_counted() {
+        let mut s = ShardStore::new(limits(10));
+        s.apply("a", &w(1, Some("x"), None), 0);
+        s.get("a", 0);
+        s.get("nope", 0);
+        let st = s.stats();
+        assert_eq!((st.hits, st.misses), (1, 1));
+    }
+}

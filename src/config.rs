@@ -1,0 +1,609 @@
+//! Process configuration: every `HYPERCACHE_*` environment variable, read through the
+//! `config` crate, validated into [`Config`].
+//!
+//! Owns parsing and validation only. An invalid value is a [`ConfigError`] naming the
+//! variable, the value and what was expected; `main` prints it and exits with code 2.
+//! There is no silent fall-back: a variable that is set must parse.
+
+use crate::duration::{parse_duration, parse_size, DurationError};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// Prefix of every variable.
+pub const PREFIX: &str = "HYPERCACHE_";
+
+/// A start-up configuration error: one line for the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {var}={value:?}: expected {expected}")]
+pub struct ConfigError {
+    pub var: String,
+    pub value: String,
+    pub expected: String,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A listener address as configured: `host:port` or `:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenAddr {
+    /// Empty for the `:port` form.
+    pub host: String,
+    pub port: u16,
+}
+
+impl ListenAddr {
+    /// Address to bind: an IP literal binds that IP; a name or `:port` binds every
+    /// interface (a name is what peers use to reach us, not what we bind).
+    pub fn bind_addr(&self) -> String {
+        let ip = self.host.trim_start_matches('[').trim_end_matches(']');
+        if ip.parse::<std::net::IpAddr>().is_ok() {
+            if ip.contains(':') {
+                format!("[{ip}]:{}", self.port)
+            } else {
+                format!("{ip}:{}", self.port)
+            }
+        } else {
+            format!("0.0.0.0:{}", self.port)
+        }
+    }
+
+    /// Address to advertise to peers: the host as written, or `fallback_host` for `:port`.
+    pub fn advertise(&self, fallback_host: &str) -> String {
+        if self.host.is_empty() {
+            format!("{fallback_host}:{}", self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One seed peer: `id@host:port`, or bare `host:port` whose id is learnt from the peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Seed {
+    pub id: Option<String>,
+    pub address: String,
+}
+
+/// Write or read consistency level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    One,
+    Quorum,
+    All,
+}
+
+impl Consistency {
+    /// Parses `one`, `quorum`, `all` (any case).
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "one" => Some(Self::One),
+            "quorum" => Some(Self::Quorum),
+            "all" => Some(Self::All),
+            _ => None,
+        }
+    }
+}
+
+/// The effective configuration. Serialised for `/config` with the token redacted.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    pub node_id: String,
+    pub api_addr: ListenAddr,
+    pub mgmt_addr: ListenAddr,
+    pub dist_addr: ListenAddr,
+    /// The dist address peers use to reach this node.
+    pub advertise: String,
+    pub seeds: Vec<Seed>,
+    pub replication: usize,
+    pub write_consistency: Consistency,
+    pub read_consistency: Consistency,
+    pub capacity: usize,
+    pub capacity_bytes: Option<u64>,
+    pub max_value_bytes: u64,
+    pub shards: usize,
+    #[serde(serialize_with = "redact")]
+    pub auth_token: Option<String>,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    #[serde(with = "ms")]
+    pub heartbeat: Duration,
+    pub indirect_probe_k: usize,
+    #[serde(with = "ms")]
+    pub suspect_timeout: Duration,
+    #[serde(with = "ms")]
+    pub dead_timeout: Duration,
+    #[serde(with = "ms")]
+    pub hint_ttl: Duration,
+    #[serde(with = "ms")]
+    pub hint_replay: Duration,
+    #[serde(with = "ms")]
+    pub rebalance_interval: Duration,
+    #[serde(with = "ms")]
+    pub tombstone_retention: Duration,
+    #[serde(with = "ms")]
+    pub sweep_interval: Duration,
+    #[serde(with = "ms")]
+    pub drain_linger: Duration,
+    #[serde(with = "ms")]
+    pub shutdown_grace: Duration,
+    pub max_inflight: usize,
+}
+
+fn redact<S: serde::Serializer>(t: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if t.is_some() { "[redacted]" } else { "" })
+}
+
+mod ms {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// Reads the `HYPERCACHE_*` variables of the process environment through `config`.
+pub fn env_vars() -> HashMap<String, String> {
+    let source = config::Config::builder()
+        .add_source(config::Environment::with_prefix("HYPERCACHE").prefix_separator("_"))
+        .build();
+    let mut out = HashMap::new();
+    if let Ok(c) = source {
+        if let Ok(map) = c.try_deserialize::<HashMap<String, String>>() {
+            for (k, v) in map {
+                out.insert(format!("{PREFIX}{}", k.to_ascii_uppercase()), v);
+            }
+        }
+    }
+    out
+}
+
+/// Every variable this program reads, without the prefix.
+pub const KNOWN: &[&str] = &[
+    "NODE_ID",
+    "API_ADDR",
+    "MGMT_ADDR",
+    "DIST_ADDR",
+    "SEEDS",
+    "REPLICATION",
+    "WRITE_CONSISTENCY",
+    "READ_CONSISTENCY",
+    "CAPACITY",
+    "CAPACITY_BYTES",
+    "MAX_VALUE_BYTES",
+    "SHARDS",
+    "AUTH_TOKEN",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "HEARTBEAT",
+    "INDIRECT_PROBE_K",
+    "SUSPECT_TIMEOUT",
+    "DEAD_TIMEOUT",
+    "HINT_TTL",
+    "HINT_REPLAY",
+    "REBALANCE_INTERVAL",
+    "TOMBSTONE_RETENTION",
+    "SWEEP_INTERVAL",
+    "DRAIN_LINGER",
+    "SHUTDOWN_GRACE",
+    "MAX_INFLIGHT",
+];
+
+struct Reader<'a> {
+    vars: &'a HashMap<String, String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, name: &str) -> Option<(String, String)> {
+        let var = format!("{PREFIX}{name}");
+        self.vars.get(&var).map(|v| (var, v.clone()))
+    }
+
+    fn err(var: &str, value: &str, expected: &str) -> ConfigError {
+        ConfigError {
+            var: var.into(),
+            value: value.into(),
+            expected: expected.into(),
+        }
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.raw(name)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| default.into())
+    }
+
+    fn number(
+        &self,
+        name: &str,
+        default: usize,
+        min: usize,
+        max: usize,
+    ) -> Result<usize, ConfigError> {
+        match self.raw(name) {
+            None => Ok(default),
+            Some((var, v)) => match v.trim().parse::<usize>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => Err(Self::err(
+                    &var,
+                    &v,
+                    &format!("a whole number from {min} to {max}"),
+                )),
+            },
+        }
+    }
+
+    fn duration(
+        &self,
+        name: &str,
+        default: Duration,
+        min: Duration,
+    ) -> Result<Duration, ConfigError> {
+        match self.raw(name) {
+            None => Ok(default),
+            Some((var, v)) => match parse_duration(&v) {
+                Ok(d) if d >= min => Ok(d),
+                Ok(_) => Err(Self::err(
+                    &var,
+                    &v,
+                    &format!("a duration of at least {}", humantime::format_duration(min)),
+                )),
+                Err(DurationError::Negative) => Err(Self::err(&var, &v, "a positive duration")),
+                Err(DurationError::Invalid) => {
+                    Err(Self::err(&var, &v, "a duration such as 250ms, 1s, 2h30m"))
+                }
+            },
+        }
+    }
+
+    fn size(&self, name: &str, default: Option<u64>) -> Result<Option<u64>, ConfigError> {
+        match self.raw(name) {
+            None => Ok(default),
+            Some((var, v)) => match parse_size(&v) {
+                Some(n) if n > 0 => Ok(Some(n)),
+                _ => Err(Self::err(
+                    &var,
+                    &v,
+                    "a positive byte size such as 4194304, 4MiB, 512MB",
+                )),
+            },
+        }
+    }
+
+    fn addr(&self, name: &str, default: &str) -> Result<ListenAddr, ConfigError> {
+        let (var, v) = self
+            .raw(name)
+            .unwrap_or_else(|| (format!("{PREFIX}{name}"), default.into()));
+        parse_listen(&v)
+            .ok_or_else(|| Self::err(&var, &v, "host:port or :port with a port from 1 to 65535"))
+    }
+
+    fn consistency(&self, name: &str, default: Consistency) -> Result<Consistency, ConfigError> {
+        match self.raw(name) {
+            None => Ok(default),
+            Some((var, v)) => Consistency::parse(v.trim())
+                .ok_or_else(|| Self::err(&var, &v, "one, quorum or all")),
+        }
+    }
+}
+
+/// Parses `host:port` or `:port` (IPv6 hosts in brackets).
+pub fn parse_listen(v: &str) -> Option<ListenAddr> {
+    let v = v.trim();
+    let (host, port) = v.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    if host.contains(char::is_whitespace) || (host.contains(':') && !host.starts_with('[')) {
+        return None;
+    }
+    Some(ListenAddr {
+        host: host.to_owned(),
+        port,
+    })
+}
+
+/// Parses one seed: `id@host:port` or `host:port`.
+pub fn parse_seed(s: &str) -> Option<Seed> {
+    let s = s.trim();
+    let (id, addr) = match s.split_once('@') {
+        Some((id, addr)) if !id.is_empty() => (Some(id.to_owned()), addr),
+        Some(_) => return None,
+        None => (None, s),
+    };
+    let l = parse_listen(addr)?;
+    if l.host.is_empty() {
+        return None;
+    }
+    Some(Seed {
+        id,
+        address: format!("{}:{}", l.host, l.port),
+    })
+}
+
+/// The machine's hostname, the default node id.
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: buf is valid for buf.len() bytes; gethostname NUL-terminates on success.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc == 0 {
+        let end = buf.iter().position(|b| *b == 0).unwrap_or(buf.len());
+        if let Ok(s) = std::str::from_utf8(&buf[..end]) {
+            if !s.is_empty() {
+                return s.to_owned();
+            }
+        }
+    }
+    "localhost".into()
+}
+
+impl Config {
+    /// Validates a set of `HYPERCACHE_*` variables (full names) into a configuration.
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
+        let r = Reader { vars };
+        let host = hostname();
+        let node_id = r.string("NODE_ID", &host).trim().to_owned();
+        if node_id.is_empty()
+            || node_id.contains(|c: char| c.is_whitespace() || c == '@' || c == ',')
+        {
+            return Err(Reader::err(
+                "HYPERCACHE_NODE_ID",
+                &node_id,
+                "a non-empty id without spaces, '@' or ','",
+            ));
+        }
+        let api_addr = r.addr("API_ADDR", ":8080")?;
+        let mgmt_addr = r.addr("MGMT_ADDR", ":8081")?;
+        let dist_addr = r.addr("DIST_ADDR", ":7946")?;
+        let advertise = dist_addr.advertise(&host);
+        let mut seeds = Vec::new();
+        if let Some((var, v)) = r.raw("SEEDS") {
+            for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                seeds.push(parse_seed(part).ok_or_else(|| {
+                    Reader::err(
+                        &var,
+                        &v,
+                        &format!("a comma list of id@host:port or host:port (bad entry {part:?})"),
+                    )
+                })?);
+            }
+        }
+        let replication = r.number("REPLICATION", 3, 1, 64)?;
+        let capacity = r.number("CAPACITY", 100_000, 1, usize::MAX)?;
+        let shards = r.number("SHARDS", 16, 1, 1024)?;
+        if capacity < shards {
+            let (var, v) = r.raw("CAPACITY").unwrap_or_default();
+            return Err(Reader::err(
+                &var,
+                &v,
+                &format!("at least HYPERCACHE_SHARDS ({shards}) items"),
+            ));
+        }
+        let capacity_bytes = r.size("CAPACITY_BYTES", None)?;
+        let max_value_bytes = r.size("MAX_VALUE_BYTES", Some(4 << 20))?.unwrap_or(4 << 20);
+        if let Some(cb) = capacity_bytes {
+            if cb / (shards as u64) < max_value_bytes + 1024 {
+                let (var, v) = r.raw("CAPACITY_BYTES").unwrap_or_default();
+                return Err(Reader::err(&var, &v, &format!(
+                    "room for one largest item per shard: at least {} bytes ({shards} shards x (HYPERCACHE_MAX_VALUE_BYTES + 1 KiB key))",
+                    (shards as u64) * (max_value_bytes + 1024)
+                )));
+            }
+        }
+        let auth_token = r
+            .raw("AUTH_TOKEN")
+            .map(|(_, v)| v)
+            .filter(|t| !t.is_empty());
+        let log_level = r.string("LOG_LEVEL", "info").to_ascii_lowercase();
+        if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+            let (var, v) = r.raw("LOG_LEVEL").unwrap_or_default();
+            return Err(Reader::err(
+                &var,
+                &v,
+                "one of debug, info, warn, error (or trace)",
+            ));
+        }
+        let log_format = match r.string("LOG_FORMAT", "text").to_ascii_lowercase().as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            _ => {
+                let (var, v) = r.raw("LOG_FORMAT").unwrap_or_default();
+                return Err(Reader::err(&var, &v, "text or json"));
+            }
+        };
+        let ms = Duration::from_millis;
+        let heartbeat = r.duration("HEARTBEAT", ms(1_000), ms(10))?;
+        let hint_ttl = r.duration("HINT_TTL", ms(30_000), ms(1))?;
+        let tombstone_retention = r.duration("TOMBSTONE_RETENTION", ms(600_000), ms(1))?;
+        if tombstone_retention <= hint_ttl {
+            let (var, v) = r
+                .raw("TOMBSTONE_RETENTION")
+                .unwrap_or_else(|| ("HYPERCACHE_TOMBSTONE_RETENTION".into(), "10m".into()));
+            return Err(Reader::err(
+                &var,
+                &v,
+                "a retention longer than HYPERCACHE_HINT_TTL",
+            ));
+        }
+        Ok(Config {
+            node_id,
+            api_addr,
+            mgmt_addr,
+            dist_addr,
+            advertise,
+            seeds,
+            replication,
+            write_consistency: r.consistency("WRITE_CONSISTENCY", Consistency::Quorum)?,
+            read_consistency: r.consistency("READ_CONSISTENCY", Consistency::One)?,
+            capacity,
+            capacity_bytes,
+            max_value_bytes,
+            shards,
+            auth_token,
+            log_level,
+            log_format,
+            heartbeat,
+            indirect_probe_k: r.number("INDIRECT_PROBE_K", 2, 0, 16)?,
+            suspect_timeout: r.duration("SUSPECT_TIMEOUT", heartbeat * 3, ms(10))?,
+            dead_timeout: r.duration("DEAD_TIMEOUT", heartbeat * 5, ms(10))?,
+            hint_ttl,
+            hint_replay: r.duration("HINT_REPLAY", ms(200), ms(1))?,
+            rebalance_interval: r.duration("REBALANCE_INTERVAL", ms(250), ms(1))?,
+            tombstone_retention,
+            sweep_interval: r.duration("SWEEP_INTERVAL", ms(1_000), ms(1))?,
+            drain_linger: r.duration("DRAIN_LINGER", ms(2_000), Duration::ZERO)?,
+            shutdown_grace: r.duration("SHUTDOWN_GRACE", ms(30_000), Duration::ZERO)?,
+            max_inflight: r.number("MAX_INFLIGHT", 1024, 1, 1 << 20)?,
+        })
+    }
+
+    /// Names of `HYPERCACHE_*` variables that are set but unknown (typos). They are
+    /// warned about, not fatal: orchestrators inject variables with this prefix.
+    pub fn unknown_vars(vars: &HashMap<String, String>) -> Vec<String> {
+        let mut out: Vec<String> = vars
+            .keys()
+            .filter(|k| !KNOWN.iter().any(|n| format!("{PREFIX}{n}") == **k))
+            .cloned()
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The actor-system part of the configuration.
+    pub fn node_config(&self) -> hypercache_actors::NodeConfig {
+        hypercache_actors::NodeConfig {
+            node_id: self.node_id.clone(),
+            advertise: self.advertise.clone(),
+            replication: self.replication,
+            shards: self.shards,
+            capacity_items: self.capacity,
+            capacity_bytes: self.capacity_bytes,
+            max_value_bytes: self.max_value_bytes,
+            tombstone_retention: self.tombstone_retention,
+            sweep_interval: self.sweep_interval,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
+            .collect()
+    }
+
+    #[track_caller]
+    fn fails(pairs: &[(&str, &str)], var: &str) -> ConfigError {
+        let e = Config::from_vars(&vars(pairs)).expect_err("should fail");
+        assert_eq!(e.var, format!("{PREFIX}{var}"), "{e}");
+        e
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(c.replication, 3);
+        assert_eq!(c.capacity, 100_000);
+        assert_eq!(
+            c.api_addr,
+            ListenAddr {
+                host: String::new(),
+                port: 8080
+            }
+        );
+        assert_eq!(c.heartbeat, Duration::from_secs(1));
+        assert_eq!(c.max_value_bytes, 4 << 20);
+        assert_eq!(c.write_consistency, Consistency::Quorum);
+        assert_eq!(c.read_consistency, Consistency::One);
+        assert!(c.auth_token.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_the_variable() {
+        let e = fails(&[("REPLICATION", "abc")], "REPLICATION");
+        assert!(e.to_string().contains("\"abc\""), "{e}");
+        fails(&[("REPLICATION", "0")], "REPLICATION");
+        fails(&[("HEARTBEAT", "soon")], "HEARTBEAT");
+        fails(&[("HEARTBEAT", "-1s")], "HEARTBEAT");
+        fails(&[("LOG_LEVEL", "loud")], "LOG_LEVEL");
+        fails(&[("LOG_FORMAT", "xml")], "LOG_FORMAT");
+        fails(&[("API_ADDR", "nope")], "API_ADDR");
+        fails(&[("API_ADDR", ":0")], "API_ADDR");
+        fails(&[("SEEDS", "a@b")], "SEEDS");
+        fails(&[("SEEDS", "@h:1")], "SEEDS");
+        fails(&[("CAPACITY", "-5")], "CAPACITY");
+        fails(&[("CAPACITY", "4"), ("SHARDS", "8")], "CAPACITY");
+        fails(&[("MAX_VALUE_BYTES", "big")], "MAX_VALUE_BYTES");
+        fails(&[("CAPACITY_BYTES", "1KiB")], "CAPACITY_BYTES");
+        fails(&[("WRITE_CONSISTENCY", "most")], "WRITE_CONSISTENCY");
+        fails(&[("TOMBSTONE_RETENTION", "10s")], "TOMBSTONE_RETENTION");
+        fails(&[("NODE_ID", "a b")], "NODE_ID");
+    }
+
+    #[test]
+    fn parses_everything() {
+        let c = Config::from_vars(&vars(&[
+            ("NODE_ID", "node-1"),
+            ("DIST_ADDR", "hypercache-1:7946"),
+            ("SEEDS", "node-2@hypercache-2:7946, 10.0.0.3:7946"),
+            ("HEARTBEAT", "250ms"),
+            ("HINT_TTL", "2h30m"),
+            ("TOMBSTONE_RETENTION", "3h"),
+            ("MAX_VALUE_BYTES", "1MiB"),
+            ("AUTH_TOKEN", "s3cret"),
+            ("LOG_LEVEL", "DEBUG"),
+        ]))
+        .unwrap();
+        assert_eq!(c.advertise, "hypercache-1:7946");
+        assert_eq!(c.dist_addr.bind_addr(), "0.0.0.0:7946");
+        assert_eq!(
+            c.seeds,
+            vec![
+                Seed {
+                    id: Some("node-2".into()),
+                    address: "hypercache-2:7946".into()
+                },
+                Seed {
+                    id: None,
+                    address: "10.0.0.3:7946".into()
+                },
+            ]
+        );
+        assert_eq!(c.hint_ttl, Duration::from_secs(9_000));
+        assert_eq!(c.max_value_bytes, 1 << 20);
+        assert_eq!(c.log_level, "debug");
+        let shown = serde_json::to_value(&c).unwrap();
+        assert_eq!(shown["auth_token"], "[redacted]");
+        assert!(!shown.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(
+            parse_listen("127.0.0.1:9").unwrap().bind_addr(),
+            "127.0.0.1:9"
+        );
+        assert_eq!(parse_listen(":9").unwrap().bind_addr(), "0.0.0.0:9");
+        assert_eq!(parse_listen("[::1]:9").unwrap().bind_addr(), "[::1]:9");
+        assert_eq!(parse_listen(":9").unwrap().advertise("h"), "h:9");
+    }
+
+    #[test]
+    fn unknown_variables_listed() {
+        let v = vars(&[("REPLICATON", "3"), ("REPLICATION", "3")]);
+        assert_eq!(
+            Config::unknown_vars(&v),
+            vec!["HYPERCACHE_REPLICATON".to_string()]
+        );
+    }
+}

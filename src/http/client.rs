@@ -1,0 +1,265 @@
+//! The client API (SPEC §5), wire-compatible with the Go hypercache-server:
+//! `/healthz`, `PUT|GET|DELETE /v1/cache/{key}`, `GET /v1/owners/{key}`.
+//!
+//! Handlers parse and validate input, then make one call on the [`NodeHandle`]; they
+//! keep no state.
+
+use super::error::ApiError;
+use super::{guard, method_not_allowed, not_found, record_latency, AppState, Guard};
+use crate::duration::{parse_duration, DurationError};
+use axum::body::Body;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use axum::{middleware, Json, Router};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hypercache_actors::CacheError;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Builds the client router.
+pub fn router(state: AppState, guard_state: Guard) -> Router {
+    let protected = Router::new()
+        .route(
+            "/v1/cache/{key}",
+            get(get_key).put(put_key).delete(delete_key),
+        )
+        .route("/v1/cache/", any(empty_key))
+        .route("/v1/owners/{key}", get(owners))
+        .route("/v1/owners/", any(empty_key))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(guard_state, guard));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .merge(protected)
+        .layer(middleware::from_fn_with_state(
+            state.node.clone(),
+            record_latency,
+        ))
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn empty_key() -> ApiError {
+    ApiError::Cache(CacheError::BadRequest("key must not be empty".into()))
+}
+
+/// Turns the path extractor's result into a key or a JSON 400.
+fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    match path {
+        Ok(Path(k)) => {
+            hypercache_actors::types::validate_key(&k)
+                .map_err(|e| CacheError::BadRequest(e.to_string()))?;
+            Ok(k)
+        }
+        Err(e) => Err(CacheError::BadRequest(format!("invalid key: {}", e.body_text())).into()),
+    }
+}
+
+/// Decoded `name=value` pairs of a query string.
+pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+/// Parses `ttl`: a Go-style or humantime duration; `0` (or absent) means no expiry.
+pub fn parse_ttl(q: &[(String, String)]) -> Result<Option<Duration>, CacheError> {
+    let Some((_, raw)) = q.iter().find(|(k, _)| k == "ttl") else {
+        return Ok(None);
+    };
+    match parse_duration(raw) {
+        Ok(d) if d.is_zero() => Ok(None),
+        Ok(d) if d < Duration::from_millis(1) => Err(CacheError::BadRequest(format!(
+            "invalid ttl {raw:?}: the smallest ttl is 1ms"
+        ))),
+        Ok(d) => Ok(Some(d)),
+        Err(DurationError::Negative) => Err(CacheError::BadRequest(format!(
+            "invalid ttl {raw:?}: ttl must not be negative"
+        ))),
+        Err(DurationError::Invalid) => Err(CacheError::BadRequest(format!(
+            "invalid ttl {raw:?}: expected a duration such as 30s, 5m, 2h30m"
+        ))),
+    }
+}
+
+#[derive(Serialize)]
+struct PutResponse {
+    key: String,
+    stored: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ttl_ms: Option<u64>,
+    bytes: usize,
+    node: String,
+    owners: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct DeleteResponse {
+    key: String,
+    deleted: bool,
+    node: String,
+    owners: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct OwnersResponse {
+    key: String,
+    owners: Vec<String>,
+    node: String,
+}
+
+/// Reads the body, refusing more than `limit` bytes with 413 (early when the
+/// `Content-Length` already says so).
+async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<bytes::Bytes, ApiError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(size) = declared.filter(|s| *s > limit) {
+        return Err(CacheError::PayloadTooLarge { size, limit }.into());
+    }
+    match Limited::new(body, limit as usize).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(CacheError::PayloadTooLarge {
+                size: limit + 1,
+                limit,
+            }
+            .into())
+        }
+        Err(e) => {
+            Err(CacheError::BadRequest(format!("could not read the request body: {e}")).into())
+        }
+    }
+}
+
+async fn put_key(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    let pairs = query_pairs(q.as_deref());
+    let ttl = parse_ttl(&pairs)?;
+    // Checked before the body is read: a write that arrives during a drain is refused
+    // at once; one whose body was already streaming when the drain began completes.
+    if s.node.is_draining() {
+        return Err(CacheError::Draining.into());
+    }
+    let value = read_body(&headers, body, s.config.max_value_bytes).await?;
+    let bytes = value.len();
+    let ack = s.node.put(&key, value, ttl).await?;
+    hypercache_actors::metrics::Metrics::inc(&s.node.metrics.puts_total);
+    Ok(Json(PutResponse {
+        key,
+        stored: true,
+        ttl_ms: ttl.map(|t| t.as_millis() as u64),
+        bytes,
+        node: s.config.node_id.clone(),
+        owners: ack.owners,
+    })
+    .into_response())
+}
+
+async fn get_key(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let key = key_of(path)?;
+    hypercache_actors::metrics::Metrics::inc(&s.node.metrics.gets_total);
+    let stored = s.node.get(&key).await?;
+    Ok((
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        )],
+        stored.value,
+    )
+        .into_response())
+}
+
+async fn delete_key(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<DeleteResponse>, ApiError> {
+    let key = key_of(path)?;
+    let ack = s.node.delete(&key).await?;
+    hypercache_actors::metrics::Metrics::inc(&s.node.metrics.deletes_total);
+    Ok(Json(DeleteResponse {
+        key,
+        deleted: true,
+        node: s.config.node_id.clone(),
+        owners: ack.owners,
+    }))
+}
+
+async fn owners(
+    State(s): State<AppState>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<OwnersResponse>, ApiError> {
+    let key = key_of(path)?;
+    Ok(Json(OwnersResponse {
+        owners: s.node.owners(&key),
+        key,
+        node: s.config.node_id.clone(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn q(s: &str) -> Vec<(String, String)> {
+        query_pairs(Some(s))
+    }
+
+    #[test]
+    fn ttl_values() {
+        assert_eq!(parse_ttl(&q("")).unwrap(), None);
+        assert_eq!(
+            parse_ttl(&q("ttl=5m")).unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_ttl(&q("ttl=2h30m")).unwrap(),
+            Some(Duration::from_secs(9_000))
+        );
+        assert_eq!(parse_ttl(&q("ttl=0")).unwrap(), None);
+        let neg = parse_ttl(&q("ttl=-5s")).unwrap_err().to_string();
+        assert!(neg.contains("negative") && neg.contains("-5s"), "{neg}");
+        let bad = parse_ttl(&q("ttl=soon")).unwrap_err().to_string();
+        assert!(bad.contains("\"soon\""), "{bad}");
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            q("a=1&b=x%20y&c"),
+            vec![
+                ("a".into(), "1".into()),
+                ("b".into(), "x y".into()),
+                ("c".into(), String::new()),
+            ]
+        );
+    }
+}

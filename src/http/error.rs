@@ -1,0 +1,90 @@
+//! The one mapping from errors to HTTP status codes and JSON bodies
+//! (`{"error": "<human text>", "code": "<CODE>"}`, SPEC §5).
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hypercache_actors::CacheError;
+use serde::Serialize;
+
+/// Every error an HTTP handler can answer with.
+#[derive(Debug)]
+pub enum ApiError {
+    Cache(CacheError),
+    Unauthorized,
+    RouteNotFound,
+    MethodNotAllowed,
+}
+
+impl From<CacheError> for ApiError {
+    fn from(e: CacheError) -> Self {
+        ApiError::Cache(e)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: &'a str,
+    code: &'a str,
+}
+
+/// Builds a JSON error response.
+pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::to_vec(&Body {
+        error: message,
+        code,
+    })
+    .unwrap_or_default();
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Cache(e) => {
+                let (status, code) = match &e {
+                    CacheError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+                    CacheError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+                    CacheError::PayloadTooLarge { .. } => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
+                    }
+                    CacheError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "DRAINING"),
+                    CacheError::Quorum { .. } => (StatusCode::SERVICE_UNAVAILABLE, "QUORUM_FAILED"),
+                    CacheError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
+                    CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+                };
+                let mut resp = json_error(status, code, &e.to_string());
+                if matches!(e, CacheError::Overloaded) {
+                    resp.headers_mut()
+                        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                }
+                resp
+            }
+            ApiError::Unauthorized => {
+                let mut resp = json_error(
+                    StatusCode::UNAUTHORIZED,
+                    "UNAUTHORIZED",
+                    "missing or invalid bearer token",
+                );
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                resp
+            }
+            ApiError::RouteNotFound => {
+                json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+            }
+            ApiError::MethodNotAllowed => json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "BAD_REQUEST",
+                "method not allowed on this route",
+            ),
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The management API (SPEC §6): health for load balancers, stats, effective config,
+//! metrics (JSON and Prometheus text), cluster membership and ring, and drain.
+
+use super::error::ApiError;
+use super::{guard, method_not_allowed, not_found, record_latency, AppState, Guard};
+use axum::extract::State;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use hypercache_actors::metrics::{render_json, render_prometheus};
+use hypercache_actors::store::ShardStats;
+use serde_json::json;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Builds the management router.
+pub fn router(state: AppState, guard_state: Guard) -> Router {
+    let protected = Router::new()
+        .route("/stats", get(stats))
+        .route("/config", get(config))
+        .route("/metrics", get(prometheus))
+        .route("/dist/metrics", get(dist_metrics))
+        .route("/cluster/members", get(members))
+        .route("/cluster/ring", get(ring))
+        .route("/dist/drain", post(drain));
+    #[cfg(feature = "test-hooks")]
+    let protected = protected.route("/debug/crash-shard/{key}", post(crash_shard));
+    let protected = protected
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(guard_state, guard));
+    Router::new()
+        .route("/health", get(health))
+        .merge(protected)
+        .layer(middleware::from_fn_with_state(
+            state.node.clone(),
+            record_latency,
+        ))
+        .with_state(state)
+}
+
+/// `200 ok`, or `503 draining` once a drain has started.
+pub async fn health(State(s): State<AppState>) -> Response {
+    if s.node.is_draining() {
+        (StatusCode::SERVICE_UNAVAILABLE, "draining").into_response()
+    } else {
+        (StatusCode::OK, "ok").into_response()
+    }
+}
+
+/// Store counters as `(name, help, kind, value)` rows for the metric renderings.
+fn store_rows(st: &ShardStats) -> Vec<(&'static str, &'static str, &'static str, u64)> {
+    vec![
+        ("items", "Live items held by this node.", "gauge", st.items),
+        (
+            "bytes",
+            "Key and value bytes held by this node.",
+            "gauge",
+            st.bytes,
+        ),
+        (
+            "tombstones",
+            "Delete markers held until their retention passes.",
+            "gauge",
+            st.tombstones,
+        ),
+        (
+            "hits_total",
+            "Reads that found a live value.",
+            "counter",
+            st.hits,
+        ),
+        (
+            "misses_total",
+            "Reads that found nothing (or an expired value).",
+            "counter",
+            st.misses,
+        ),
+        (
+            "evictions_total",
+            "Items evicted to stay within capacity.",
+            "counter",
+            st.evictions,
+        ),
+        (
+            "expirations_total",
+            "Items removed because their TTL passed.",
+            "counter",
+            st.expirations,
+        ),
+        (
+            "writes_applied_total",
+            "Writes and deletes applied to the local store.",
+            "counter",
+            st.writes_applied,
+        ),
+        (
+            "writes_stale_total",
+            "Writes ignored because the store held a newer version.",
+            "counter",
+            st.writes_stale,
+        ),
+        (
+            "tombstones_purged_total",
+            "Tombstones removed after their retention.",
+            "counter",
+            st.tombstones_purged,
+        ),
+    ]
+}
+
+async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let st = s.node.shards.stats().await?;
+    let m = &s.node.metrics;
+    Ok(Json(json!({
+        "node": s.config.node_id,
+        "items": st.items,
+        "bytes": st.bytes,
+        "capacity": s.config.capacity,
+        "tombstones": st.tombstones,
+        "hits": st.hits,
+        "misses": st.misses,
+        "evictions": st.evictions,
+        "expirations": st.expirations,
+        "ops": {
+            "get": m.gets_total.load(Relaxed),
+            "put": m.puts_total.load(Relaxed),
+            "delete": m.deletes_total.load(Relaxed),
+        },
+        "draining": s.node.is_draining(),
+    })))
+}
+
+async fn config(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(&*s.config).unwrap_or_default())
+}
+
+async fn prometheus(State(s): State<AppState>) -> Result<Response, ApiError> {
+    let st = s.node.shards.stats().await?;
+    let text = render_prometheus(&s.node.metrics, &store_rows(&st));
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response())
+}
+
+async fn dist_metrics(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let st = s.node.shards.stats().await?;
+    Ok(Json(render_json(&s.node.metrics, &store_rows(&st))))
+}
+
+async fn members(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let members = s.node.members().await?;
+    let view = s.node.view();
+    Ok(Json(json!({
+        "replication": s.config.replication,
+        "virtualNodes": view.virtual_nodes(),
+        "members": members,
+    })))
+}
+
+async fn ring(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let view = s.node.view();
+    let shares: Vec<_> = view
+        .ring
+        .primary_shares()
+        .into_iter()
+        .map(|(id, share)| json!({"id": id, "primaryShare": share}))
+        .collect();
+    Json(json!({
+        "replication": s.config.replication,
+        "virtualNodes": view.virtual_nodes(),
+        "nodes": shares,
+    }))
+}
+
+/// `POST /dist/drain`: starts draining (one-way until restart). Also served on the
+/// dist listener.
+pub async fn drain(
+    State(s): State<AppState>,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let report = s.node.drain().await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::to_value(report).unwrap_or_default()),
+    ))
+}
+
+#[cfg(feature = "test-hooks")]
+async fn crash_shard(
+    State(s): State<AppState>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Json<serde_json::Value> {
+    Json(json!({ "shard": s.node.shards.crash_shard_of(&key) }))
+}

@@ -1,0 +1,137 @@
+//! The three HTTP listeners (client, management, dist) and what they share: the
+//! handler state (mailbox handles only), bearer-token auth, the in-flight bound, latency
+//! recording and the JSON error mapping.
+
+pub mod client;
+pub mod dist;
+pub mod error;
+pub mod mgmt;
+
+use crate::config::Config;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, Method};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use error::ApiError;
+use hypercache_actors::{CacheError, NodeHandle};
+use std::sync::Arc;
+use std::time::Instant;
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
+
+/// What every handler gets: the node's mailbox handle and the effective configuration.
+#[derive(Clone)]
+pub struct AppState {
+    pub node: NodeHandle,
+    pub config: Arc<Config>,
+}
+
+/// Per-listener guard state: the expected `Authorization` header and the in-flight bound.
+#[derive(Clone)]
+pub struct Guard {
+    expected: Option<Arc<Vec<u8>>>,
+    inflight: Arc<Semaphore>,
+    node: NodeHandle,
+}
+
+impl Guard {
+    pub fn new(config: &Config, node: NodeHandle) -> Self {
+        Self {
+            expected: config
+                .auth_token
+                .as_ref()
+                .map(|t| Arc::new(format!("Bearer {t}").into_bytes())),
+            inflight: Arc::new(Semaphore::new(config.max_inflight)),
+            node,
+        }
+    }
+}
+
+/// True when the request carries exactly `Authorization: Bearer <token>`. The compare is
+/// constant-time in the header's content.
+pub fn authorized(expected: Option<&[u8]>, got: Option<&[u8]>) -> bool {
+    match (expected, got) {
+        (None, _) => true,
+        (Some(want), Some(got)) => want.ct_eq(got).into(),
+        (Some(_), None) => false,
+    }
+}
+
+/// Middleware for protected routes: bounds in-flight requests (503 OVERLOADED with
+/// `Retry-After` past the bound), then checks the bearer token (401 JSON).
+pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
+    let Ok(_permit) = g.inflight.clone().try_acquire_owned() else {
+        hypercache_actors::metrics::Metrics::inc(&g.node.metrics.requests_rejected_overload_total);
+        return ApiError::Cache(CacheError::Overloaded).into_response();
+    };
+    let got = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes());
+    if !authorized(g.expected.as_deref().map(Vec::as_slice), got) {
+        hypercache_actors::metrics::Metrics::inc(&g.node.metrics.requests_unauthorized_total);
+        return ApiError::Unauthorized.into_response();
+    }
+    next.run(req).await
+}
+
+/// Middleware: records request latency under a route label.
+pub async fn record_latency(State(node): State<NodeHandle>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = route_label(
+        req.method(),
+        req.extensions()
+            .get::<MatchedPath>()
+            .map(MatchedPath::as_str),
+    );
+    let resp = next.run(req).await;
+    hypercache_actors::metrics::Metrics::inc(&node.metrics.requests_total);
+    node.metrics
+        .latency
+        .observe(route, started.elapsed().as_secs_f64());
+    resp
+}
+
+fn route_label(method: &Method, path: Option<&str>) -> &'static str {
+    match (path, method) {
+        (Some("/v1/cache/{key}"), &Method::GET) | (Some("/v1/cache/{key}"), &Method::HEAD) => {
+            "cache_get"
+        }
+        (Some("/v1/cache/{key}"), &Method::PUT) => "cache_put",
+        (Some("/v1/cache/{key}"), &Method::DELETE) => "cache_delete",
+        (Some("/v1/owners/{key}"), _) => "owners",
+        (Some("/healthz"), _) => "healthz",
+        (Some(p), _) if p.starts_with("/dist/") && p != "/dist/metrics" && p != "/dist/drain" => {
+            "dist"
+        }
+        (Some(_), _) => "management",
+        (None, _) => "other",
+    }
+}
+
+/// Fallback for unknown routes: 404 JSON.
+pub async fn not_found() -> ApiError {
+    ApiError::RouteNotFound
+}
+
+/// Fallback for a known route with the wrong method: 405 JSON.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_matrix() {
+        let want = Some(&b"Bearer t0k"[..]);
+        assert!(authorized(None, None));
+        assert!(authorized(want, Some(b"Bearer t0k")));
+        assert!(!authorized(want, None));
+        assert!(!authorized(want, Some(b"bearer t0k")));
+        assert!(!authorized(want, Some(b"t0k")));
+        assert!(!authorized(want, Some(b"Bearer t0k ")));
+        assert!(!authorized(want, Some(b"Bearer wrong")));
+    }
+}
