@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod duration;
+pub mod healthcheck;
 pub mod http;
 pub mod logging;
 
