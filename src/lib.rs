@@ -9,7 +9,7 @@ pub mod http;
 pub mod logging;
 
 use config::{Config, ListenAddr};
-use http::{AppState, Guard};
+use http::{AppState, Guard, Listener};
 use hypercache_actors::metrics::Metrics;
 use std::future::IntoFuture;
 use std::sync::Arc;
@@ -91,17 +91,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (stop_rest_tx, stop_rest) = watch::channel(false);
     let client = serve(
         api,
-        http::client::router(state.clone(), Guard::new(&config, node.clone())),
+        http::client::router(state.clone(), Guard::new(&config, node.clone(), Listener::Client)),
         stop_client,
     );
     let mgmt_srv = serve(
         mgmt,
-        http::mgmt::router(state.clone(), Guard::new(&config, node.clone())),
+        http::mgmt::router(state.clone(), Guard::new(&config, node.clone(), Listener::Management)),
         stop_rest.clone(),
     );
     let dist_srv = serve(
         dist,
-        http::dist::router(state, Guard::new(&config, node.clone())),
+        http::dist::router(state, Guard::new(&config, node.clone(), Listener::Dist)),
         stop_rest,
     );
     tracing::info!(

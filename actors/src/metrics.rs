@@ -39,6 +39,7 @@ define_metrics! {
     counter actor_restarts_total: "Non-shard actors restarted by the root supervisor after a failure.",
     counter drains_total: "Drains started on this node (0 or 1 until restart).",
     gauge draining: "1 while this node is draining.",
+    gauge client_requests_in_flight: "Client API requests being handled now.",
 }
 
 impl Metrics {

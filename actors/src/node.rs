@@ -159,6 +159,17 @@ impl NodeHandle {
         *self.draining.borrow()
     }
 
+    /// Admission of a client write: refused with [`CacheError::Draining`] once a drain
+    /// has started. Handlers call it when a request arrives, so a write whose body was
+    /// still streaming when the drain began completes.
+    pub fn admit_write(&self) -> Result<(), CacheError> {
+        if self.is_draining() {
+            Err(CacheError::Draining)
+        } else {
+            Ok(())
+        }
+    }
+
     /// A receiver that changes to `true` when the node starts draining.
     pub fn draining_watch(&self) -> watch::Receiver<bool> {
         self.draining.clone()
@@ -206,9 +217,6 @@ impl NodeHandle {
         expires_at_ms: Option<u64>,
         now: u64,
     ) -> Result<WriteAck, CacheError> {
-        if self.is_draining() {
-            return Err(CacheError::Draining);
-        }
         let version = Version {
             hlc: self.hlc.now(now),
             origin: crate::types::origin_of(&self.config.node_id),

@@ -162,9 +162,7 @@ async fn put_key(
     let ttl = parse_ttl(&pairs)?;
     // Checked before the body is read: a write that arrives during a drain is refused
     // at once; one whose body was already streaming when the drain began completes.
-    if s.node.is_draining() {
-        return Err(CacheError::Draining.into());
-    }
+    s.node.admit_write()?;
     let value = read_body(&headers, body, s.config.max_value_bytes).await?;
     let bytes = value.len();
     let ack = s.node.put(&key, value, ttl).await?;
@@ -203,6 +201,7 @@ async fn delete_key(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let key = key_of(path)?;
+    s.node.admit_write()?;
     let ack = s.node.delete(&key).await?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics.deletes_total);
     Ok(Json(DeleteResponse {

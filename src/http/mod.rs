@@ -26,17 +26,38 @@ pub struct AppState {
     pub config: Arc<Config>,
 }
 
+/// Which listener a guard protects.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Listener {
+    Client,
+    Management,
+    Dist,
+}
+
 /// Per-listener guard state: the expected `Authorization` header and the in-flight bound.
 #[derive(Clone)]
 pub struct Guard {
     expected: Option<Arc<Vec<u8>>>,
     inflight: Arc<Semaphore>,
     node: NodeHandle,
+    listener: Listener,
+}
+
+/// Keeps the client in-flight gauge while a request is handled.
+struct InFlight<'a>(Option<&'a std::sync::atomic::AtomicU64>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Some(g) = self.0 {
+            g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl Guard {
-    pub fn new(config: &Config, node: NodeHandle) -> Self {
+    pub fn new(config: &Config, node: NodeHandle, listener: Listener) -> Self {
         Self {
+            listener,
             expected: config
                 .auth_token
                 .as_ref()
@@ -64,6 +85,11 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
         hypercache_actors::metrics::Metrics::inc(&g.node.metrics.requests_rejected_overload_total);
         return ApiError::Cache(CacheError::Overloaded).into_response();
     };
+    let gauge = (g.listener == Listener::Client).then_some(&g.node.metrics.client_requests_in_flight);
+    if let Some(c) = gauge {
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    let _in_flight = InFlight(gauge);
     let got = req
         .headers()
         .get(header::AUTHORIZATION)

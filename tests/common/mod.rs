@@ -1,0 +1,277 @@
+//! Black-box harness: starts the real `hypercache-server` binary on free loopback ports
+//! and talks to it over HTTP. Every wait polls with a deadline.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token";
+
+/// A free loopback port (bound once, then released for the server to take).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Polls `f` until it returns `Some` or `deadline` passes.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() > end {
+            panic!("timed out after {deadline:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A running server process. Killed on drop.
+pub struct Node {
+    pub child: Option<Child>,
+    pub api: u16,
+    pub mgmt: u16,
+    pub dist: u16,
+    pub id: String,
+    pub token: Option<String>,
+    pub env: HashMap<String, String>,
+    pub http: reqwest::Client,
+    log_path: std::path::PathBuf,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_hypercache-server")
+}
+
+impl Node {
+    /// Starts a node with `env` (plus loopback listener addresses) and waits until
+    /// `/healthz` answers.
+    pub async fn start(id: &str, env: &[(&str, &str)]) -> Node {
+        Self::start_on(id, env, free_port(), free_port(), free_port()).await
+    }
+
+    pub async fn start_on(id: &str, env: &[(&str, &str)], api: u16, mgmt: u16, dist: u16) -> Node {
+        let mut vars: HashMap<String, String> = HashMap::new();
+        vars.insert("HYPERCACHE_NODE_ID".into(), id.into());
+        vars.insert("HYPERCACHE_API_ADDR".into(), format!("127.0.0.1:{api}"));
+        vars.insert("HYPERCACHE_MGMT_ADDR".into(), format!("127.0.0.1:{mgmt}"));
+        vars.insert("HYPERCACHE_DIST_ADDR".into(), format!("127.0.0.1:{dist}"));
+        vars.insert("HYPERCACHE_LOG_LEVEL".into(), "debug".into());
+        for (k, v) in env {
+            vars.insert(format!("HYPERCACHE_{k}"), (*v).into());
+        }
+        let token = vars.get("HYPERCACHE_AUTH_TOKEN").cloned().filter(|t| !t.is_empty());
+        let log_path = std::env::temp_dir().join(format!(
+            "hypercache-test-{id}-{api}-{}.log",
+            std::process::id()
+        ));
+        let mut node = Node {
+            child: None,
+            api,
+            mgmt,
+            dist,
+            id: id.into(),
+            token,
+            env: vars,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(20))
+                .build()
+                .unwrap(),
+            log_path,
+        };
+        node.spawn();
+        node.wait_healthy().await;
+        node
+    }
+
+    /// (Re)starts the process with the same ports and environment.
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)
+            .unwrap();
+        let child = Command::new(binary())
+            .env_clear()
+            .envs(&self.env)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn hypercache-server");
+        self.child = Some(child);
+    }
+
+    pub async fn wait_healthy(&mut self) {
+        let url = self.api_url("/healthz");
+        let http = self.http.clone();
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    panic!("{} exited during start-up: {status}\n{}", self.id, self.logs());
+                }
+            }
+            if let Ok(r) = http.get(&url).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if Instant::now() > end {
+                panic!("{} did not become healthy\n{}", self.id, self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().expect("running").id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits for the process to exit, up to `deadline`.
+    pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
+        let end = Instant::now() + deadline;
+        loop {
+            if let Ok(Some(s)) = self.child.as_mut().expect("running").try_wait() {
+                self.child = None;
+                return s;
+            }
+            if Instant::now() > end {
+                panic!("{} did not exit within {deadline:?}\n{}", self.id, self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn api_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.api)
+    }
+
+    pub fn mgmt_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.mgmt)
+    }
+
+    pub fn dist_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.dist)
+    }
+
+    fn auth(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    pub async fn put(&self, key: &str, value: impl Into<reqwest::Body>) -> reqwest::Response {
+        self.auth(self.http.put(self.api_url(&format!("/v1/cache/{key}"))).body(value))
+            .send()
+            .await
+            .expect("PUT")
+    }
+
+    pub async fn get(&self, key: &str) -> reqwest::Response {
+        self.auth(self.http.get(self.api_url(&format!("/v1/cache/{key}"))))
+            .send()
+            .await
+            .expect("GET")
+    }
+
+    pub async fn delete(&self, key: &str) -> reqwest::Response {
+        self.auth(self.http.delete(self.api_url(&format!("/v1/cache/{key}"))))
+            .send()
+            .await
+            .expect("DELETE")
+    }
+
+    /// An authenticated request to any URL.
+    pub async fn send(&self, method: reqwest::Method, url: String) -> reqwest::Response {
+        self.auth(self.http.request(method, url)).send().await.expect("request")
+    }
+
+    pub async fn mgmt_json(&self, path: &str) -> serde_json::Value {
+        let r = self.send(reqwest::Method::GET, self.mgmt_url(path)).await;
+        assert_eq!(r.status(), 200, "{path}");
+        r.json().await.expect("json")
+    }
+
+    pub async fn stats(&self) -> serde_json::Value {
+        self.mgmt_json("/stats").await
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- log of {} ---\n{}", self.id, self.logs());
+        }
+        let _ = std::fs::remove_file(&self.log_path);
+    }
+}
+
+/// Asserts a JSON error body with the given status and code.
+#[track_caller]
+pub fn assert_error(status: u16, body: &str, want_status: u16, want_code: &str) {
+    assert_eq!(status, want_status, "body: {body}");
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    assert_eq!(v["code"], want_code, "body: {body}");
+    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "body: {body}");
+}
+
+/// Sends a raw HTTP request on a fresh connection and returns the stream (to send more).
+pub async fn raw_connect(port: u16) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect")
+}
+
+/// Reads one HTTP response (headers + content-length body) from a raw stream.
+pub async fn raw_read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut chunk))
+            .await
+            .expect("response in time")
+            .expect("read");
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let head = &text[..end];
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + len {
+                let status = head.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+                return (status, text[end + 4..end + 4 + len].to_string());
+            }
+        }
+    }
+    panic!("connection closed before a full response: {:?}", String::from_utf8_lossy(&buf));
+}
