@@ -71,26 +71,7 @@ pub struct Seed {
     pub address: String,
 }
 
-/// Write or read consistency level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Consistency {
-    One,
-    Quorum,
-    All,
-}
-
-impl Consistency {
-    /// Parses `one`, `quorum`, `all` (any case).
-    pub fn parse(s: &str) -> Option<Self> {
-        match s.to_ascii_lowercase().as_str() {
-            "one" => Some(Self::One),
-            "quorum" => Some(Self::Quorum),
-            "all" => Some(Self::All),
-            _ => None,
-        }
-    }
-}
+pub use hypercache_actors::quorum::Consistency;
 
 /// The effective configuration. Serialised for `/config` with the token redacted.
 #[derive(Debug, Clone, Serialize)]
@@ -120,6 +101,8 @@ pub struct Config {
     pub suspect_timeout: Duration,
     #[serde(with = "ms")]
     pub dead_timeout: Duration,
+    #[serde(with = "ms")]
+    pub peer_timeout: Duration,
     #[serde(with = "ms")]
     pub hint_ttl: Duration,
     #[serde(with = "ms")]
@@ -451,7 +434,8 @@ impl Config {
             heartbeat,
             indirect_probe_k: r.number("INDIRECT_PROBE_K", 2, 0, 16)?,
             suspect_timeout: r.duration("SUSPECT_TIMEOUT", heartbeat * 3, ms(10))?,
-            dead_timeout: r.duration("DEAD_TIMEOUT", heartbeat * 5, ms(10))?,
+            dead_timeout: r.duration("DEAD_TIMEOUT", ms(3_600_000), ms(10))?,
+            peer_timeout: r.duration("PEER_TIMEOUT", ms(2_000), ms(1))?,
             hint_ttl,
             hint_replay: r.duration("HINT_REPLAY", ms(200), ms(1))?,
             rebalance_interval: r.duration("REBALANCE_INTERVAL", ms(250), ms(1))?,
@@ -487,6 +471,26 @@ impl Config {
             max_value_bytes: self.max_value_bytes,
             tombstone_retention: self.tombstone_retention,
             sweep_interval: self.sweep_interval,
+            seeds: self
+                .seeds
+                .iter()
+                .map(|s| hypercache_actors::swim::SeedPeer {
+                    id: s.id.clone(),
+                    addr: s.address.clone(),
+                })
+                .collect(),
+            heartbeat: self.heartbeat,
+            swim: hypercache_actors::swim::SwimConfig {
+                probe_timeout: self.heartbeat / 2,
+                indirect_timeout: self.heartbeat / 2,
+                suspect_timeout: self.suspect_timeout,
+                forget_after: self.dead_timeout,
+                indirect_k: self.indirect_probe_k,
+            },
+            auth_token: self.auth_token.clone(),
+            peer_timeout: self.peer_timeout,
+            write_consistency: self.write_consistency,
+            read_consistency: self.read_consistency,
         }
     }
 }

@@ -14,7 +14,10 @@ pub fn run() -> i32 {
         .and_then(|v| parse_listen(&v))
         .map(|l| l.port)
         .unwrap_or(8080);
-    match probe(SocketAddr::from(([127, 0, 0, 1], port)), Duration::from_secs(2)) {
+    match probe(
+        SocketAddr::from(([127, 0, 0, 1], port)),
+        Duration::from_secs(2),
+    ) {
         Ok(true) => 0,
         Ok(false) => 1,
         Err(e) => {

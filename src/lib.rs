@@ -91,12 +91,18 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (stop_rest_tx, stop_rest) = watch::channel(false);
     let client = serve(
         api,
-        http::client::router(state.clone(), Guard::new(&config, node.clone(), Listener::Client)),
+        http::client::router(
+            state.clone(),
+            Guard::new(&config, node.clone(), Listener::Client),
+        ),
         stop_client,
     );
     let mgmt_srv = serve(
         mgmt,
-        http::mgmt::router(state.clone(), Guard::new(&config, node.clone(), Listener::Management)),
+        http::mgmt::router(
+            state.clone(),
+            Guard::new(&config, node.clone(), Listener::Management),
+        ),
         stop_rest.clone(),
     );
     let dist_srv = serve(

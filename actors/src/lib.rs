@@ -11,11 +11,15 @@ pub mod hlc;
 pub mod membership;
 pub mod metrics;
 pub mod node;
+pub mod proto;
+pub mod quorum;
 pub mod ring;
 pub mod root;
 pub mod shard;
 pub mod shards;
 pub mod store;
+pub mod swim;
+pub mod transport;
 pub mod types;
 
 pub use error::CacheError;

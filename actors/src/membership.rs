@@ -1,31 +1,26 @@
-//! `MembershipActor`: owns this node's view of the cluster and publishes it, with the ring
-//! built from it, as an immutable [`ClusterView`] snapshot that request handlers read.
+//! `MembershipActor`: the shell around the SWIM state machine ([`crate::swim::Swim`]).
+//! It feeds the machine heartbeat ticks, replies, failures and timers, performs the
+//! actions it returns (spawned peer calls, `send_after` timers), and publishes an
+//! immutable [`ClusterView`] — members plus the ring built from them — whenever the
+//! member list changes.
 //!
-//! Today the view holds this node only; the peer protocol (probes, gossip) plugs into the
-//! same actor. Does not own key data or routing decisions beyond building the ring.
+//! Network waits never stall the mailbox: every peer call runs in a spawned task that
+//! casts its result back. Does not own key data.
 
+use crate::metrics::Metrics;
+use crate::proto::{Ack, MemberEntry, Ping, PingReqReply, WireState};
 use crate::ring::{Ring, VIRTUAL_NODES};
+use crate::swim::{Action, SeedPeer, Swim, SwimConfig, SwimStats, Timer};
+use crate::transport::Peers;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Liveness of a member as this node sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MemberState {
-    Alive,
-    Suspect,
-    Dead,
-    Left,
-}
-
-impl MemberState {
-    /// Alive and suspect members own keys; dead and left ones do not.
-    pub fn in_ring(self) -> bool {
-        matches!(self, MemberState::Alive | MemberState::Suspect)
-    }
-}
+pub type MemberState = WireState;
 
 /// One member as shown on `/cluster/members`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -36,20 +31,39 @@ pub struct MemberInfo {
     pub incarnation: u64,
 }
 
+impl From<&MemberEntry> for MemberInfo {
+    fn from(e: &MemberEntry) -> Self {
+        Self {
+            id: e.id.clone(),
+            address: e.addr.clone(),
+            state: e.state,
+            incarnation: e.incarnation,
+        }
+    }
+}
+
 /// An immutable snapshot of membership and the ring built from it.
 #[derive(Debug, Clone)]
 pub struct ClusterView {
     pub self_id: String,
     pub members: Vec<MemberInfo>,
     pub ring: Ring,
+    /// Effective membership changes so far (the membership version).
+    pub version: u64,
 }
 
 impl ClusterView {
-    fn build(self_id: &str, members: Vec<MemberInfo>, replication: usize) -> Self {
+    /// Builds the view: alive and suspect members are in the ring.
+    pub fn build(
+        self_id: &str,
+        members: Vec<MemberInfo>,
+        replication: usize,
+        version: u64,
+    ) -> Self {
         let ring = Ring::new(
             members
                 .iter()
-                .filter(|m| m.state.in_ring())
+                .filter(|m| matches!(m.state, WireState::Alive | WireState::Suspect))
                 .map(|m| m.id.clone()),
             replication,
         );
@@ -57,6 +71,7 @@ impl ClusterView {
             self_id: self_id.to_owned(),
             members,
             ring,
+            version,
         }
     }
 
@@ -64,42 +79,35 @@ impl ClusterView {
     pub fn virtual_nodes(&self) -> usize {
         VIRTUAL_NODES
     }
-}
 
-/// Messages of the membership actor.
-pub enum MembershipMsg {
-    /// The current member list; answered with a clone of it.
-    Members(RpcReplyPort<Vec<MemberInfo>>),
-    /// This node is leaving (drain): mark itself `left` so it leaves the ring.
-    Leave(RpcReplyPort<()>),
-}
+    /// The dist address of member `id`.
+    pub fn addr_of(&self, id: &str) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .map(|m| m.address.as_str())
+    }
 
-/// Start-up arguments.
-pub struct MembershipArgs {
-    pub node_id: String,
-    pub advertise: String,
-    pub replication: usize,
-    /// Where the current view is published; kept across restarts of this actor.
-    pub publish: Arc<watch::Sender<Arc<ClusterView>>>,
-}
+    /// Members that count towards the replication factor: every member that has not left
+    /// (dead ones included, so a node cut off from the rest cannot reach a quorum alone).
+    pub fn members_not_left(&self) -> usize {
+        self.members
+            .iter()
+            .filter(|m| m.state != WireState::Left)
+            .count()
+    }
 
-/// State: the member list and the publisher.
-pub struct MembershipState {
-    node_id: String,
-    replication: usize,
-    members: Vec<MemberInfo>,
-    publish: Arc<watch::Sender<Arc<ClusterView>>>,
-}
-
-impl MembershipState {
-    fn publish(&self) {
-        let view = ClusterView::build(&self.node_id, self.members.clone(), self.replication);
-        self.publish.send_replace(Arc::new(view));
+    /// Counts of members by state: `(alive, suspect, dead, left)`.
+    pub fn counts(&self) -> (u64, u64, u64, u64) {
+        let c = |s| self.members.iter().filter(|m| m.state == s).count() as u64;
+        (
+            c(WireState::Alive),
+            c(WireState::Suspect),
+            c(WireState::Dead),
+            c(WireState::Left),
+        )
     }
 }
-
-/// The membership actor.
-pub struct MembershipActor;
 
 /// The view a node starts with: itself, alive.
 pub fn initial_view(node_id: &str, advertise: &str, replication: usize) -> ClusterView {
@@ -108,11 +116,223 @@ pub fn initial_view(node_id: &str, advertise: &str, replication: usize) -> Clust
         vec![MemberInfo {
             id: node_id.to_owned(),
             address: advertise.to_owned(),
-            state: MemberState::Alive,
+            state: WireState::Alive,
             incarnation: 0,
         }],
         replication,
+        0,
     )
+}
+
+/// Protocol state shown on `/cluster/heartbeat`.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeartbeatInfo {
+    pub interval_ms: u64,
+    pub probe_timeout_ms: u64,
+    pub suspect_timeout_ms: u64,
+    pub indirect_probe_k: usize,
+    pub incarnation: u64,
+    pub membership_version: u64,
+    pub probes_ok: u64,
+    pub probes_failed: u64,
+    pub indirect_ok: u64,
+    pub indirect_failed: u64,
+    pub refuted: u64,
+    pub last_probe: Option<LastProbe>,
+}
+
+/// The most recent probe.
+#[derive(Debug, Clone, Serialize)]
+pub struct LastProbe {
+    pub seq: u64,
+    pub target: String,
+    pub acked: bool,
+}
+
+/// Messages of the membership actor.
+pub enum MembershipMsg {
+    /// Timer: heartbeat, start the next probe.
+    Tick,
+    /// A protocol timer fired.
+    Timer(Timer),
+    /// A peer answered one of our pings.
+    Acked(Ack),
+    /// A direct probe failed at once.
+    ProbeFailed(u64),
+    /// A relay answered a ping-req for probe `seq`.
+    IndirectReply { seq: u64, reply: PingReqReply },
+    /// A peer pinged us (dist listener); answered with our ack.
+    Ping {
+        ping: Ping,
+        reply: RpcReplyPort<Ack>,
+    },
+    /// Merge gossip that arrived some other way (e.g. on a ping-req).
+    Merge(Vec<MemberEntry>),
+    /// Our full member list, to gossip; answered with it.
+    Gossip(RpcReplyPort<Vec<MemberEntry>>),
+    /// The member list; answered with it.
+    Members(RpcReplyPort<Vec<MemberInfo>>),
+    /// Protocol state for `/cluster/heartbeat`; answered with it.
+    Heartbeat(RpcReplyPort<HeartbeatInfo>),
+    /// This node is leaving (drain); answered once peers were told (or tried).
+    Leave(RpcReplyPort<()>),
+}
+
+/// Start-up arguments.
+pub struct MembershipArgs {
+    pub node_id: String,
+    pub advertise: String,
+    pub replication: usize,
+    pub seeds: Vec<SeedPeer>,
+    pub heartbeat: Duration,
+    pub swim: SwimConfig,
+    pub peers: Peers,
+    pub metrics: Arc<Metrics>,
+    /// Where the current view is published; kept across restarts of this actor.
+    pub publish: Arc<watch::Sender<Arc<ClusterView>>>,
+}
+
+/// State: the protocol machine and what the shell needs to do its I/O.
+pub struct MembershipState {
+    args: MembershipArgs,
+    swim: Swim,
+    published_version: u64,
+    stats: SwimStats,
+}
+
+/// The membership actor.
+pub struct MembershipActor;
+
+impl MembershipState {
+    fn publish_if_changed(&mut self) {
+        let version = self.swim.changes();
+        let stats = self.swim.stats();
+        let m = &self.args.metrics;
+        let d = |now: u64, before: u64| now.saturating_sub(before);
+        m.heartbeat_success_total
+            .fetch_add(d(stats.probes_ok, self.stats.probes_ok), Relaxed);
+        m.heartbeat_failure_total
+            .fetch_add(d(stats.probes_failed, self.stats.probes_failed), Relaxed);
+        m.indirect_probe_success_total
+            .fetch_add(d(stats.indirect_ok, self.stats.indirect_ok), Relaxed);
+        m.indirect_probe_failure_total.fetch_add(
+            d(stats.indirect_failed, self.stats.indirect_failed),
+            Relaxed,
+        );
+        m.indirect_probe_refuted_total
+            .fetch_add(d(stats.refuted, self.stats.refuted), Relaxed);
+        self.stats = stats;
+        if version == self.published_version {
+            return;
+        }
+        m.membership_changes_total
+            .fetch_add(version - self.published_version, Relaxed);
+        self.published_version = version;
+        let members: Vec<MemberInfo> = self.swim.entries().iter().map(MemberInfo::from).collect();
+        let view = ClusterView::build(&self.args.node_id, members, self.args.replication, version);
+        let (alive, suspect, dead, left) = view.counts();
+        m.members_alive.store(alive, Relaxed);
+        m.members_suspect.store(suspect, Relaxed);
+        m.members_dead.store(dead, Relaxed);
+        m.members_left.store(left, Relaxed);
+        m.membership_version.store(version, Relaxed);
+        m.incarnation.store(self.swim.me().incarnation, Relaxed);
+        tracing::info!(
+            version,
+            alive,
+            suspect,
+            dead,
+            left,
+            members = %view.members.iter().map(|m| format!("{}={:?}@{}", m.id, m.state, m.incarnation)).collect::<Vec<_>>().join(","),
+            "membership changed"
+        );
+        self.args.publish.send_replace(Arc::new(view));
+    }
+
+    fn perform(&self, myself: &ActorRef<MembershipMsg>, actions: Vec<Action>) {
+        for a in actions {
+            match a {
+                Action::Schedule { after, timer } => {
+                    myself.send_after(after, move || MembershipMsg::Timer(timer));
+                }
+                Action::Ping { addr, ping } => {
+                    let peers = self.args.peers.clone();
+                    let me = myself.clone();
+                    let timeout = self.args.swim.probe_timeout;
+                    let seq = ping.seq;
+                    tokio::spawn(async move {
+                        match peers.call(&addr, ping, timeout).await {
+                            Ok(ack) => {
+                                let _ = me.cast(MembershipMsg::Acked(ack));
+                            }
+                            Err(e) => {
+                                tracing::debug!(%addr, seq, error = %e, "ping failed");
+                                if seq != 0 {
+                                    let _ = me.cast(MembershipMsg::ProbeFailed(seq));
+                                }
+                            }
+                        }
+                    });
+                }
+                Action::PingReq { relay_addr, req } => {
+                    let peers = self.args.peers.clone();
+                    let me = myself.clone();
+                    let timeout = self.args.swim.indirect_timeout;
+                    let seq = req.seq;
+                    tokio::spawn(async move {
+                        if let Ok(reply) = peers.call(&relay_addr, req, timeout).await {
+                            let _ = me.cast(MembershipMsg::IndirectReply { seq, reply });
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn heartbeat(&self) -> HeartbeatInfo {
+        let s = self.swim.stats();
+        HeartbeatInfo {
+            interval_ms: self.args.heartbeat.as_millis() as u64,
+            probe_timeout_ms: self.args.swim.probe_timeout.as_millis() as u64,
+            suspect_timeout_ms: self.args.swim.suspect_timeout.as_millis() as u64,
+            indirect_probe_k: self.args.swim.indirect_k,
+            incarnation: self.swim.me().incarnation,
+            membership_version: self.swim.changes(),
+            probes_ok: s.probes_ok,
+            probes_failed: s.probes_failed,
+            indirect_ok: s.indirect_ok,
+            indirect_failed: s.indirect_failed,
+            refuted: s.refuted,
+            last_probe: self
+                .swim
+                .current_probe()
+                .map(|(seq, target, acked)| LastProbe {
+                    seq,
+                    target: target.to_owned(),
+                    acked,
+                }),
+        }
+    }
+}
+
+/// Tells every live peer at once that this node leaves, instead of waiting for gossip.
+async fn announce_leave(peers: Peers, entries: Vec<MemberEntry>, me: String, timeout: Duration) {
+    let ping = Ping {
+        seq: 0,
+        members: entries.clone(),
+    };
+    let calls: Vec<_> = entries
+        .into_iter()
+        .filter(|m| m.id != me && m.state == WireState::Alive)
+        .map(|m| {
+            let peers = peers.clone();
+            let ping = ping.clone();
+            tokio::spawn(async move { peers.call(&m.addr, ping, timeout).await })
+        })
+        .collect();
+    for c in calls {
+        let _ = c.await;
+    }
 }
 
 impl Actor for MembershipActor {
@@ -122,45 +342,95 @@ impl Actor for MembershipActor {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<MembershipMsg>,
+        myself: ActorRef<MembershipMsg>,
         args: MembershipArgs,
     ) -> Result<MembershipState, ActorProcessingErr> {
-        // After a restart, keep what was last published (e.g. a `left` self state).
-        let members = args.publish.borrow().members.clone();
-        let members = if members.is_empty() {
-            initial_view(&args.node_id, &args.advertise, args.replication).members
-        } else {
-            members
+        let mut swim = Swim::new(
+            &args.node_id,
+            &args.advertise,
+            args.seeds.clone(),
+            args.swim.clone(),
+            rand::random(),
+        );
+        // After a restart of this actor, start from what was last published.
+        let previous: Vec<MemberEntry> = args
+            .publish
+            .borrow()
+            .members
+            .iter()
+            .map(|m| MemberEntry {
+                id: m.id.clone(),
+                addr: m.address.clone(),
+                state: m.state,
+                incarnation: m.incarnation,
+            })
+            .collect();
+        let actions = swim.merge(&previous);
+        myself.send_interval(args.heartbeat, || MembershipMsg::Tick);
+        let published_version = args.publish.borrow().version;
+        let mut state = MembershipState {
+            args,
+            swim,
+            published_version,
+            stats: SwimStats::default(),
         };
-        let state = MembershipState {
-            node_id: args.node_id,
-            replication: args.replication,
-            members,
-            publish: args.publish,
-        };
-        state.publish();
+        state.perform(&myself, actions);
+        state.publish_if_changed();
         Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<MembershipMsg>,
+        myself: ActorRef<MembershipMsg>,
         msg: MembershipMsg,
         state: &mut MembershipState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
+        let actions = match msg {
+            MembershipMsg::Tick => state.swim.tick(),
+            MembershipMsg::Timer(t) => state.swim.on_timer(t),
+            MembershipMsg::Acked(ack) => state.swim.on_ack(ack),
+            MembershipMsg::ProbeFailed(seq) => state.swim.on_probe_failed(seq),
+            MembershipMsg::IndirectReply { seq, reply } => {
+                state
+                    .swim
+                    .on_indirect_reply(seq, reply.acked, &reply.members)
+            }
+            MembershipMsg::Ping { ping, reply } => {
+                let (ack, actions) = state.swim.on_ping(ping);
+                let _ = reply.send(ack);
+                actions
+            }
+            MembershipMsg::Merge(entries) => state.swim.merge(&entries),
+            MembershipMsg::Gossip(reply) => {
+                let _ = reply.send(state.swim.entries());
+                Vec::new()
+            }
             MembershipMsg::Members(reply) => {
-                let _ = reply.send(state.members.clone());
+                let _ = reply.send(state.swim.entries().iter().map(MemberInfo::from).collect());
+                Vec::new()
+            }
+            MembershipMsg::Heartbeat(reply) => {
+                let _ = reply.send(state.heartbeat());
+                Vec::new()
             }
             MembershipMsg::Leave(reply) => {
-                let id = state.node_id.clone();
-                for m in state.members.iter_mut().filter(|m| m.id == id) {
-                    m.state = MemberState::Left;
-                }
-                state.publish();
-                let _ = reply.send(());
+                state.swim.leave();
+                state.publish_if_changed();
+                let announce = announce_leave(
+                    state.args.peers.clone(),
+                    state.swim.entries(),
+                    state.args.node_id.clone(),
+                    state.args.swim.probe_timeout,
+                );
+                tokio::spawn(async move {
+                    announce.await;
+                    let _ = reply.send(());
+                });
+                Vec::new()
             }
-        }
+        };
+        state.perform(&myself, actions);
+        state.publish_if_changed();
         Ok(())
     }
 }

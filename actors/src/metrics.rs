@@ -40,6 +40,23 @@ define_metrics! {
     counter drains_total: "Drains started on this node (0 or 1 until restart).",
     gauge draining: "1 while this node is draining.",
     gauge client_requests_in_flight: "Client API requests being handled now.",
+    counter forwards_total: "Replica writes and reads sent to peers by this coordinator.",
+    counter forward_acks_total: "Peer replica calls that succeeded.",
+    counter forward_failures_total: "Peer replica calls that failed (timeout, unreachable, error).",
+    counter quorum_failures_total: "Client requests answered 503 QUORUM_FAILED.",
+    counter version_conflicts_total: "Replica writes refused because the replica held a newer version.",
+    counter heartbeat_success_total: "SWIM direct probes acknowledged.",
+    counter heartbeat_failure_total: "SWIM direct probes that failed or timed out.",
+    counter indirect_probe_success_total: "SWIM indirect probes that reached the target.",
+    counter indirect_probe_failure_total: "SWIM indirect probes that did not reach the target.",
+    counter indirect_probe_refuted_total: "Suspicions of this node it refuted by raising its incarnation.",
+    counter membership_changes_total: "Effective changes of the member list.",
+    gauge membership_version: "Membership version (effective changes since start).",
+    gauge incarnation: "This node's SWIM incarnation.",
+    gauge members_alive: "Members seen alive (this node included).",
+    gauge members_suspect: "Members suspected of failure.",
+    gauge members_dead: "Members declared dead (out of the ring).",
+    gauge members_left: "Members that left gracefully.",
 }
 
 impl Metrics {

@@ -8,11 +8,15 @@
 use crate::drain::{DrainMsg, DrainReport};
 use crate::error::CacheError;
 use crate::hlc::Hlc;
-use crate::membership::{initial_view, ClusterView, MemberInfo, MembershipMsg};
+use crate::membership::{initial_view, ClusterView, HeartbeatInfo, MemberInfo, MembershipMsg};
 use crate::metrics::Metrics;
+use crate::proto::{Ack, KeyedWrite, Ping, PingReq, PingReqReply, Read, Replicate};
+use crate::quorum::{Consistency, Progress, QuorumTracker};
 use crate::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::shards::Shards;
-use crate::types::{now_ms, validate_key, Stored, Version, Write};
+use crate::swim::{SeedPeer, SwimConfig};
+use crate::transport::{Faults, HttpTransport, Peers, Transport};
+use crate::types::{now_ms, validate_key, ApplyOutcome, Stored, Version, Write};
 use bytes::Bytes;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
@@ -33,6 +37,15 @@ pub struct NodeConfig {
     pub max_value_bytes: u64,
     pub tombstone_retention: Duration,
     pub sweep_interval: Duration,
+    pub seeds: Vec<SeedPeer>,
+    pub heartbeat: Duration,
+    pub swim: SwimConfig,
+    /// Sent as a bearer token on every peer call.
+    pub auth_token: Option<String>,
+    /// How long one replica call may take.
+    pub peer_timeout: Duration,
+    pub write_consistency: Consistency,
+    pub read_consistency: Consistency,
 }
 
 /// A replaceable reference to a supervised actor: the supervisor writes the new
@@ -100,6 +113,9 @@ pub struct NodeHandle {
     pub membership: ActorSlot<MembershipMsg>,
     pub drain: ActorSlot<DrainMsg>,
     pub hlc: Arc<Hlc>,
+    pub peers: Peers,
+    /// Link faults (only applied when built with the `test-hooks` feature).
+    pub faults: Arc<Faults>,
     view: watch::Receiver<Arc<ClusterView>>,
     draining: watch::Receiver<bool>,
     root: ActorRef<RootMsg>,
@@ -117,6 +133,17 @@ pub async fn start(
         config.replication,
     )));
     let (drain_tx, drain_rx) = watch::channel(false);
+    let hlc = Arc::new(Hlc::new());
+    let faults = Arc::new(Faults::default());
+    let http = HttpTransport::new(config.auth_token.clone());
+    #[cfg(feature = "test-hooks")]
+    let transport: Arc<dyn Transport> = Arc::new(crate::transport::FaultyTransport {
+        inner: http,
+        faults: faults.clone(),
+    });
+    #[cfg(not(feature = "test-hooks"))]
+    let transport: Arc<dyn Transport> = Arc::new(http);
+    let peers = Peers::new(transport, &config.node_id, &config.advertise, hlc.clone());
     let shards = Shards::default();
     let membership = ActorSlot::default();
     let drain = ActorSlot::default();
@@ -128,6 +155,7 @@ pub async fn start(
         drain: drain.clone(),
         view: Arc::new(view_tx),
         draining: Arc::new(drain_tx),
+        peers: peers.clone(),
     };
     let (root, join) = Actor::spawn(None, RootSupervisor, args)
         .await
@@ -138,7 +166,9 @@ pub async fn start(
         shards,
         membership,
         drain,
-        hlc: Arc::new(Hlc::new()),
+        hlc,
+        peers,
+        faults,
         view: view_rx,
         draining: drain_rx,
         root,
@@ -191,6 +221,7 @@ impl NodeHandle {
         key: &str,
         value: Bytes,
         ttl: Option<Duration>,
+        level: Option<Consistency>,
     ) -> Result<WriteAck, CacheError> {
         validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
         if value.len() as u64 > self.config.max_value_bytes {
@@ -201,21 +232,37 @@ impl NodeHandle {
         }
         let now = now_ms();
         let expires_at_ms = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
-        self.write(key, Some(value), expires_at_ms, now).await
+        self.write(key, Some(value), expires_at_ms, now, level)
+            .await
     }
 
     /// Deletes `key` by writing a versioned tombstone (idempotent).
-    pub async fn delete(&self, key: &str) -> Result<WriteAck, CacheError> {
+    pub async fn delete(
+        &self,
+        key: &str,
+        level: Option<Consistency>,
+    ) -> Result<WriteAck, CacheError> {
         validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
-        self.write(key, None, None, now_ms()).await
+        self.write(key, None, None, now_ms(), level).await
     }
 
+    /// How many owners count towards a consistency level: the replication factor, or
+    /// fewer when the cluster has fewer members that have not left. Dead members count,
+    /// so a node cut off from the rest cannot reach a quorum on its own.
+    fn replicas(&self, view: &ClusterView) -> usize {
+        self.config.replication.min(view.members_not_left()).max(1)
+    }
+
+    /// Coordinates a write: sends it to every owner in parallel (this node included when
+    /// it is one) and answers once the level's acks are in. Replicas that answer later
+    /// still apply it.
     async fn write(
         &self,
         key: &str,
         value: Option<Bytes>,
         expires_at_ms: Option<u64>,
         now: u64,
+        level: Option<Consistency>,
     ) -> Result<WriteAck, CacheError> {
         let version = Version {
             hlc: self.hlc.now(now),
@@ -226,15 +273,285 @@ impl NodeHandle {
             value,
             expires_at_ms,
         };
-        let owners = self.owners(key);
-        self.shards.apply(key, write).await?;
-        Ok(WriteAck { owners, version })
+        let view = self.view();
+        let owners: Vec<String> = view
+            .ring
+            .owners(key)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let level = level.unwrap_or(self.config.write_consistency);
+        let mut tracker = QuorumTracker::new(level.required(self.replicas(&view)), owners.len());
+        let (tx, mut rx) = tokio::sync::mpsc::channel(owners.len().max(1));
+        for owner in &owners {
+            let tx = tx.clone();
+            let call = self.replicate_to(&view, owner, key, write.clone());
+            tokio::spawn(async move {
+                let _ = tx.send(call.await).await;
+            });
+        }
+        drop(tx);
+        loop {
+            match tracker.progress() {
+                Progress::Done => return Ok(WriteAck { owners, version }),
+                Progress::Failed => {
+                    Metrics::inc(&self.metrics.quorum_failures_total);
+                    return Err(CacheError::Quorum {
+                        needed: tracker.needed(),
+                        got: tracker.acks(),
+                    });
+                }
+                Progress::Pending => match rx.recv().await {
+                    Some(Ok(outcome)) => {
+                        if outcome == ApplyOutcome::Stale {
+                            Metrics::inc(&self.metrics.version_conflicts_total);
+                        }
+                        tracker.ack();
+                    }
+                    Some(Err(())) => {
+                        tracker.fail();
+                    }
+                    None => {
+                        tracker.fail();
+                    }
+                },
+            }
+        }
     }
 
-    /// Reads `key`; [`CacheError::NotFound`] when missing, expired or deleted.
-    pub async fn get(&self, key: &str) -> Result<Stored, CacheError> {
+    /// One replica write, as a future that owns everything it needs. A failed remote
+    /// write is counted; it is not retried here.
+    fn replicate_to(
+        &self,
+        view: &ClusterView,
+        owner: &str,
+        key: &str,
+        write: Write,
+    ) -> impl std::future::Future<Output = Result<ApplyOutcome, ()>> + Send + 'static {
+        let local = owner == self.config.node_id;
+        let shards = self.shards.clone();
+        let peers = self.peers.clone();
+        let metrics = self.metrics.clone();
+        let addr = view.addr_of(owner).map(str::to_owned);
+        let timeout = self.config.peer_timeout;
+        let key = key.to_owned();
+        let owner = owner.to_owned();
+        async move {
+            if local {
+                return shards.apply(&key, write).await.map_err(|_| ());
+            }
+            let Some(addr) = addr else {
+                return Err(());
+            };
+            Metrics::inc(&metrics.forwards_total);
+            let req = Replicate {
+                writes: vec![KeyedWrite { key, write }],
+            };
+            match peers.call(&addr, req, timeout).await {
+                Ok(reply) if reply.outcomes.len() == 1 => {
+                    Metrics::inc(&metrics.forward_acks_total);
+                    Ok(reply.outcomes[0])
+                }
+                Ok(_) => {
+                    Metrics::inc(&metrics.forward_failures_total);
+                    Err(())
+                }
+                Err(e) => {
+                    Metrics::inc(&metrics.forward_failures_total);
+                    tracing::debug!(peer = %owner, error = %e, "replica write failed");
+                    Err(())
+                }
+            }
+        }
+    }
+
+    /// One replica read, as a future that owns everything it needs.
+    fn read_from(
+        &self,
+        view: &ClusterView,
+        owner: &str,
+        key: &str,
+    ) -> impl std::future::Future<Output = Result<Option<Write>, ()>> + Send + 'static {
+        let local = owner == self.config.node_id;
+        let shards = self.shards.clone();
+        let peers = self.peers.clone();
+        let metrics = self.metrics.clone();
+        let addr = view.addr_of(owner).map(str::to_owned);
+        let timeout = self.config.peer_timeout;
+        let key = key.to_owned();
+        async move {
+            if local {
+                return shards.read(&key).await.map_err(|_| ());
+            }
+            let addr = addr.ok_or(())?;
+            Metrics::inc(&metrics.forwards_total);
+            match peers.call(&addr, Read { key }, timeout).await {
+                Ok(reply) => {
+                    Metrics::inc(&metrics.forward_acks_total);
+                    Ok(reply.record)
+                }
+                Err(_) => {
+                    Metrics::inc(&metrics.forward_failures_total);
+                    Err(())
+                }
+            }
+        }
+    }
+
+    /// Reads `key` at the given level (default: the configured read level);
+    /// [`CacheError::NotFound`] when missing, expired or deleted.
+    ///
+    /// `one` asks the owners one at a time, this node first when it is an owner, then in
+    /// ring order, and returns the first record found (a tombstone ends the search as a
+    /// miss). `quorum` and `all` ask every owner in parallel and return the newest record
+    /// among the required answers.
+    pub async fn get(&self, key: &str, level: Option<Consistency>) -> Result<Stored, CacheError> {
         validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
-        self.shards.get(key).await?.ok_or(CacheError::NotFound)
+        let view = self.view();
+        let mut owners: Vec<String> = view
+            .ring
+            .owners(key)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let level = level.unwrap_or(self.config.read_consistency);
+        let record = if level == Consistency::One {
+            if let Some(i) = owners.iter().position(|o| *o == self.config.node_id) {
+                let me = owners.remove(i);
+                owners.insert(0, me);
+            }
+            let mut answered = false;
+            let mut found = None;
+            for owner in &owners {
+                match self.read_from(&view, owner, key).await {
+                    Ok(Some(w)) => {
+                        found = Some(w);
+                        break;
+                    }
+                    Ok(None) => answered = true,
+                    Err(()) => {}
+                }
+            }
+            if found.is_none() && !answered {
+                Metrics::inc(&self.metrics.quorum_failures_total);
+                return Err(CacheError::Quorum { needed: 1, got: 0 });
+            }
+            found
+        } else {
+            let mut tracker =
+                QuorumTracker::new(level.required(self.replicas(&view)), owners.len());
+            let (tx, mut rx) = tokio::sync::mpsc::channel(owners.len().max(1));
+            for owner in &owners {
+                let tx = tx.clone();
+                let call = self.read_from(&view, owner, key);
+                tokio::spawn(async move {
+                    let _ = tx.send(call.await).await;
+                });
+            }
+            drop(tx);
+            let mut newest: Option<Write> = None;
+            loop {
+                match tracker.progress() {
+                    Progress::Done => break,
+                    Progress::Failed => {
+                        Metrics::inc(&self.metrics.quorum_failures_total);
+                        return Err(CacheError::Quorum {
+                            needed: tracker.needed(),
+                            got: tracker.acks(),
+                        });
+                    }
+                    Progress::Pending => match rx.recv().await {
+                        Some(Ok(rec)) => {
+                            if let Some(w) = rec {
+                                if newest.as_ref().is_none_or(|n| w.version > n.version) {
+                                    newest = Some(w);
+                                }
+                            }
+                            tracker.ack();
+                        }
+                        Some(Err(())) | None => {
+                            tracker.fail();
+                        }
+                    },
+                }
+            }
+            newest
+        };
+        match record {
+            Some(Write {
+                value: Some(value),
+                version,
+                expires_at_ms,
+            }) if !expires_at_ms.is_some_and(|t| t <= now_ms()) => Ok(Stored {
+                value,
+                version,
+                expires_at_ms,
+            }),
+            _ => Err(CacheError::NotFound),
+        }
+    }
+
+    /// Dist side: applies writes sent by a coordinator, in order.
+    pub async fn apply_replicated(
+        &self,
+        writes: Vec<KeyedWrite>,
+    ) -> Result<Vec<ApplyOutcome>, CacheError> {
+        let mut out = Vec::with_capacity(writes.len());
+        for kw in writes {
+            validate_key(&kw.key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+            out.push(self.shards.apply(&kw.key, kw.write).await?);
+        }
+        Ok(out)
+    }
+
+    /// Dist side: this node's record of `key`.
+    pub async fn read_local(&self, key: &str) -> Result<Option<Write>, CacheError> {
+        validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+        self.shards.read(key).await
+    }
+
+    /// Dist side: a SWIM ping from a peer.
+    pub async fn on_ping(&self, ping: Ping) -> Result<Ack, CacheError> {
+        self.membership
+            .call(|reply| MembershipMsg::Ping { ping, reply }, CONTROL_TIMEOUT)
+            .await
+    }
+
+    /// Dist side: probe `target` for a peer (SWIM indirect probe).
+    pub async fn on_ping_req(&self, req: PingReq) -> Result<PingReqReply, CacheError> {
+        if let Some(m) = self.membership.get() {
+            let _ = m.cast(MembershipMsg::Merge(req.members));
+        }
+        let members = self
+            .membership
+            .call(MembershipMsg::Gossip, CONTROL_TIMEOUT)
+            .await?;
+        let ping = Ping { seq: 0, members };
+        let acked = match self
+            .peers
+            .call(&req.target_addr, ping, self.config.swim.probe_timeout)
+            .await
+        {
+            Ok(ack) => {
+                if let Some(m) = self.membership.get() {
+                    let _ = m.cast(MembershipMsg::Acked(ack));
+                }
+                true
+            }
+            Err(_) => false,
+        };
+        let members = self
+            .membership
+            .call(MembershipMsg::Gossip, CONTROL_TIMEOUT)
+            .await?;
+        Ok(PingReqReply { acked, members })
+    }
+
+    /// SWIM state for `/cluster/heartbeat`.
+    pub async fn heartbeat(&self) -> Result<HeartbeatInfo, CacheError> {
+        self.membership
+            .call(MembershipMsg::Heartbeat, CONTROL_TIMEOUT)
+            .await
     }
 
     /// The member list as the membership actor holds it.

@@ -44,6 +44,7 @@ pub struct RootArgs {
     pub drain: ActorSlot<DrainMsg>,
     pub view: Arc<watch::Sender<Arc<ClusterView>>>,
     pub draining: Arc<watch::Sender<bool>>,
+    pub peers: crate::transport::Peers,
 }
 
 /// The root's state: its arguments plus the restart history.
@@ -103,6 +104,11 @@ impl RootSupervisor {
                 node_id: args.config.node_id.clone(),
                 advertise: args.config.advertise.clone(),
                 replication: args.config.replication,
+                seeds: args.config.seeds.clone(),
+                heartbeat: args.config.heartbeat,
+                swim: args.config.swim.clone(),
+                peers: args.peers.clone(),
+                metrics: args.metrics.clone(),
                 publish: args.view.clone(),
             },
             myself.clone(),

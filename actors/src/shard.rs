@@ -17,6 +17,12 @@ pub enum ShardMsg {
         key: Key,
         reply: RpcReplyPort<Option<Stored>>,
     },
+    /// Read the record (live value or tombstone) with its version; `None` when the
+    /// shard has nothing for the key.
+    Read {
+        key: Key,
+        reply: RpcReplyPort<Option<Write>>,
+    },
     /// Apply a versioned write or tombstone (last-write-wins); answered with the outcome.
     Apply {
         key: Key,
@@ -74,6 +80,9 @@ impl Actor for ShardActor {
         match msg {
             ShardMsg::Get { key, reply } => {
                 let _ = reply.send(state.store.get(&key, now_ms()));
+            }
+            ShardMsg::Read { key, reply } => {
+                let _ = reply.send(state.store.get_record(&key, now_ms()));
             }
             ShardMsg::Apply { key, write, reply } => {
                 let _ = reply.send(state.store.apply(&key, &write, now_ms()));

@@ -117,6 +117,16 @@ impl Shards {
         .await
     }
 
+    /// Reads the local record (live value or tombstone) of `key`.
+    pub async fn read(&self, key: &str) -> Result<Option<Write>, CacheError> {
+        let k = key.to_owned();
+        self.call(key, move |reply| ShardMsg::Read {
+            key: k.clone(),
+            reply,
+        })
+        .await
+    }
+
     /// Applies a versioned write to the local store.
     pub async fn apply(&self, key: &str, write: Write) -> Result<ApplyOutcome, CacheError> {
         let k = key.to_owned();

@@ -125,6 +125,23 @@ impl ShardStore {
         None
     }
 
+    /// The record this shard holds for `key`: the live value or the tombstone, with its
+    /// version. Counts a hit or miss like [`ShardStore::get`] (a tombstone is a miss).
+    pub fn get_record(&mut self, key: &str, now_ms: u64) -> Option<Write> {
+        if let Some(st) = self.get(key, now_ms) {
+            return Some(Write {
+                version: st.version,
+                value: Some(st.value),
+                expires_at_ms: st.expires_at_ms,
+            });
+        }
+        self.tombstones.get(key).map(|t| Write {
+            version: t.version,
+            value: None,
+            expires_at_ms: None,
+        })
+    }
+
     /// The version this shard holds for `key` (live or tombstone), without touching LRU
     /// order or counters.
     pub fn version_of(&self, key: &str) -> Option<Version> {
@@ -375,7 +392,13 @@ mod merge_laws {
     use proptest::prelude::*;
 
     fn arb_write() -> impl Strategy<Value = (u8, Write)> {
-        (0u8..4, 1u64..20, 0u64..3, proptest::option::of(any::<u8>()), proptest::option::of(50u64..150))
+        (
+            0u8..4,
+            1u64..20,
+            0u64..3,
+            proptest::option::of(any::<u8>()),
+            proptest::option::of(50u64..150),
+        )
             .prop_map(|(key, hlc, origin, value, exp)| {
                 (
                     key,

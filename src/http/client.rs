@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{middleware, Json, Router};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hypercache_actors::quorum::Consistency;
 use hypercache_actors::CacheError;
 use serde::Serialize;
 use std::time::Duration;
@@ -99,6 +100,18 @@ pub fn parse_ttl(q: &[(String, String)]) -> Result<Option<Duration>, CacheError>
     }
 }
 
+/// Parses `consistency` (`one`, `quorum`, `all`); absent means the configured default.
+pub fn parse_consistency(q: &[(String, String)]) -> Result<Option<Consistency>, CacheError> {
+    match q.iter().find(|(k, _)| k == "consistency") {
+        None => Ok(None),
+        Some((_, v)) => Consistency::parse(v).map(Some).ok_or_else(|| {
+            CacheError::BadRequest(format!(
+                "invalid consistency {v:?}: expected one, quorum or all"
+            ))
+        }),
+    }
+}
+
 #[derive(Serialize)]
 struct PutResponse {
     key: String,
@@ -127,7 +140,11 @@ struct OwnersResponse {
 
 /// Reads the body, refusing more than `limit` bytes with 413 (early when the
 /// `Content-Length` already says so).
-async fn read_body(headers: &HeaderMap, body: Body, limit: u64) -> Result<bytes::Bytes, ApiError> {
+pub(crate) async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    limit: u64,
+) -> Result<bytes::Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -160,12 +177,13 @@ async fn put_key(
     let key = key_of(path)?;
     let pairs = query_pairs(q.as_deref());
     let ttl = parse_ttl(&pairs)?;
+    let level = parse_consistency(&pairs)?;
     // Checked before the body is read: a write that arrives during a drain is refused
     // at once; one whose body was already streaming when the drain began completes.
     s.node.admit_write()?;
     let value = read_body(&headers, body, s.config.max_value_bytes).await?;
     let bytes = value.len();
-    let ack = s.node.put(&key, value, ttl).await?;
+    let ack = s.node.put(&key, value, ttl, level).await?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics.puts_total);
     Ok(Json(PutResponse {
         key,
@@ -181,10 +199,12 @@ async fn put_key(
 async fn get_key(
     State(s): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
+    let level = parse_consistency(&query_pairs(q.as_deref()))?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics.gets_total);
-    let stored = s.node.get(&key).await?;
+    let stored = s.node.get(&key, level).await?;
     Ok((
         StatusCode::OK,
         [(
@@ -199,10 +219,12 @@ async fn get_key(
 async fn delete_key(
     State(s): State<AppState>,
     path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let key = key_of(path)?;
+    let level = parse_consistency(&query_pairs(q.as_deref()))?;
     s.node.admit_write()?;
-    let ack = s.node.delete(&key).await?;
+    let ack = s.node.delete(&key, level).await?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics.deletes_total);
     Ok(Json(DeleteResponse {
         key,

@@ -22,9 +22,12 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/dist/metrics", get(dist_metrics))
         .route("/cluster/members", get(members))
         .route("/cluster/ring", get(ring))
+        .route("/cluster/heartbeat", get(heartbeat))
         .route("/dist/drain", post(drain));
     #[cfg(feature = "test-hooks")]
-    let protected = protected.route("/debug/crash-shard/{key}", post(crash_shard));
+    let protected = protected
+        .route("/debug/crash-shard/{key}", post(crash_shard))
+        .route("/debug/faults", post(set_faults).get(get_faults));
     let protected = protected
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -159,8 +162,14 @@ async fn members(State(s): State<AppState>) -> Result<Json<serde_json::Value>, A
     Ok(Json(json!({
         "replication": s.config.replication,
         "virtualNodes": view.virtual_nodes(),
+        "version": view.version,
         "members": members,
     })))
+}
+
+async fn heartbeat(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let hb = s.node.heartbeat().await?;
+    Ok(Json(serde_json::to_value(hb).unwrap_or_default()))
 }
 
 async fn ring(State(s): State<AppState>) -> Json<serde_json::Value> {
@@ -196,4 +205,18 @@ async fn crash_shard(
     axum::extract::Path(key): axum::extract::Path<String>,
 ) -> Json<serde_json::Value> {
     Json(json!({ "shard": s.node.shards.crash_shard_of(&key) }))
+}
+
+#[cfg(feature = "test-hooks")]
+async fn set_faults(
+    State(s): State<AppState>,
+    Json(rules): Json<hypercache_actors::transport::FaultRules>,
+) -> Json<serde_json::Value> {
+    s.node.faults.set(rules);
+    Json(serde_json::to_value(s.node.faults.get()).unwrap_or_default())
+}
+
+#[cfg(feature = "test-hooks")]
+async fn get_faults(State(s): State<AppState>) -> Json<serde_json::Value> {
+    Json(serde_json::to_value(s.node.faults.get()).unwrap_or_default())
 }

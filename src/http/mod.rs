@@ -85,7 +85,8 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
         hypercache_actors::metrics::Metrics::inc(&g.node.metrics.requests_rejected_overload_total);
         return ApiError::Cache(CacheError::Overloaded).into_response();
     };
-    let gauge = (g.listener == Listener::Client).then_some(&g.node.metrics.client_requests_in_flight);
+    let gauge =
+        (g.listener == Listener::Client).then_some(&g.node.metrics.client_requests_in_flight);
     if let Some(c) = gauge {
         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }

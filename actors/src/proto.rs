@@ -1,0 +1,258 @@
+//! The peer (dist) wire protocol: msgpack bodies with named fields, each request type
+//! bound to its reply type and route by [`Rpc`], all wrapped in an [`Envelope`] that
+//! carries the protocol version, the sender and its clock.
+//!
+//! Owns encoding and decoding only. Compatibility rule: a node accepts envelopes whose
+//! `v` equals [`PROTOCOL_VERSION`]; new optional fields may be added without a bump
+//! (unknown fields are ignored, missing optional ones default), anything else bumps it.
+
+use crate::types::{ApplyOutcome, Key, Write};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Version marker of the peer protocol.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Largest dist request body accepted, in bytes (values are at most 4 MiB by default;
+/// batches are split to stay under this).
+pub const MAX_DIST_BODY: usize = 64 << 20;
+
+/// A request type, its reply type and its route on the dist listener.
+pub trait Rpc: Serialize + DeserializeOwned + Send + 'static {
+    /// Route on the dist listener (POST).
+    const PATH: &'static str;
+    /// What the peer answers.
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// Every peer message travels in one of these.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope<T> {
+    /// [`PROTOCOL_VERSION`] of the sender.
+    pub v: u16,
+    /// Node id of the sender.
+    pub from: String,
+    /// Dist address of the sender.
+    pub from_addr: String,
+    /// The sender's HLC when it sent this; merged by the receiver.
+    pub hlc: u64,
+    pub body: T,
+}
+
+/// Why a body could not be decoded.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("malformed msgpack: {0}")]
+    Malformed(String),
+    #[error("unsupported protocol version {got}; this node speaks {PROTOCOL_VERSION}")]
+    Version { got: u16 },
+}
+
+/// Encodes a message with named fields.
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    // Serialising plain data structures to a Vec cannot fail.
+    rmp_serde::to_vec_named(msg).unwrap_or_default()
+}
+
+/// Decodes an envelope and checks its version.
+pub fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, DecodeError> {
+    let env: Envelope<T> =
+        rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    if env.v != PROTOCOL_VERSION {
+        return Err(DecodeError::Version { got: env.v });
+    }
+    Ok(env)
+}
+
+/// Decodes a reply body.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// One key's write, as replicated.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyedWrite {
+    pub key: Key,
+    pub write: Write,
+}
+
+/// Apply writes (values or tombstones) to the receiver's store, last-write-wins.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Replicate {
+    pub writes: Vec<KeyedWrite>,
+}
+
+/// One outcome per write of a [`Replicate`], in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicateReply {
+    pub outcomes: Vec<ApplyOutcome>,
+}
+
+impl Rpc for Replicate {
+    const PATH: &'static str = "/dist/v1/replicate";
+    type Reply = ReplicateReply;
+}
+
+/// Read the receiver's record of a key (live value or tombstone) with its version.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Read {
+    pub key: Key,
+}
+
+/// The record, or `None` when the receiver has nothing for the key.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReadReply {
+    pub record: Option<Write>,
+}
+
+impl Rpc for Read {
+    const PATH: &'static str = "/dist/v1/read";
+    type Reply = ReadReply;
+}
+
+/// Liveness of a member on the wire.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum WireState {
+    Alive,
+    Suspect,
+    Dead,
+    Left,
+}
+
+/// One member as gossiped.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberEntry {
+    pub id: String,
+    pub addr: String,
+    pub state: WireState,
+    pub incarnation: u64,
+}
+
+/// A SWIM probe (or a join, when `seq` is 0): the sender's full member list rides along
+/// (push), and the [`Ack`] carries the receiver's (pull).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ping {
+    pub seq: u64,
+    pub members: Vec<MemberEntry>,
+}
+
+/// Answer to a [`Ping`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ack {
+    pub seq: u64,
+    /// The answering node's own entry (how a bare `host:port` seed's id is learnt).
+    pub me: MemberEntry,
+    pub members: Vec<MemberEntry>,
+}
+
+impl Rpc for Ping {
+    const PATH: &'static str = "/dist/v1/ping";
+    type Reply = Ack;
+}
+
+/// Ask the receiver to probe `target` on the sender's behalf (SWIM indirect probe).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PingReq {
+    pub seq: u64,
+    pub target_id: String,
+    pub target_addr: String,
+    pub members: Vec<MemberEntry>,
+}
+
+/// Whether the relay heard from the target, plus the relay's member list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PingReqReply {
+    pub acked: bool,
+    pub members: Vec<MemberEntry>,
+}
+
+impl Rpc for PingReq {
+    const PATH: &'static str = "/dist/v1/ping-req";
+    type Reply = PingReqReply;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Version;
+    use bytes::Bytes;
+    use proptest::prelude::*;
+
+    fn arb_write() -> impl Strategy<Value = Write> {
+        (
+            any::<u64>(),
+            any::<u64>(),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..64)),
+            proptest::option::of(any::<u64>()),
+        )
+            .prop_map(|(hlc, origin, value, exp)| Write {
+                version: Version { hlc, origin },
+                value: value.map(Bytes::from),
+                expires_at_ms: exp,
+            })
+    }
+
+    fn env<T>(body: T) -> Envelope<T> {
+        Envelope {
+            v: PROTOCOL_VERSION,
+            from: "node-1".into(),
+            from_addr: "h:1".into(),
+            hlc: 42,
+            body,
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn replicate_round_trips(writes in proptest::collection::vec(arb_write(), 0..8), key in ".{0,40}") {
+            let msg = env(Replicate {
+                writes: writes.into_iter().map(|w| KeyedWrite { key: key.clone(), write: w }).collect(),
+            });
+            let back: Envelope<Replicate> = decode_envelope(&encode(&msg)).unwrap();
+            prop_assert_eq!(back, msg);
+        }
+
+        #[test]
+        fn read_reply_round_trips(w in proptest::option::of(arb_write())) {
+            let msg = ReadReply { record: w };
+            prop_assert_eq!(decode::<ReadReply>(&encode(&msg)).unwrap(), msg);
+        }
+
+        #[test]
+        fn ping_round_trips(seq in any::<u64>(), inc in any::<u64>(), id in "[a-z0-9-]{1,20}") {
+            let m = MemberEntry { id, addr: "127.0.0.1:7946".into(), state: WireState::Suspect, incarnation: inc };
+            let msg = env(Ping { seq, members: vec![m.clone(), m] });
+            let back: Envelope<Ping> = decode_envelope(&encode(&msg)).unwrap();
+            prop_assert_eq!(back, msg);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_envelope::<Replicate>(&bytes);
+            let _ = decode_envelope::<Ping>(&bytes);
+        }
+    }
+
+    #[test]
+    fn values_are_msgpack_binary_not_arrays() {
+        let w = Write {
+            version: Version::default(),
+            value: Some(Bytes::from_static(&[1, 2, 3])),
+            expires_at_ms: None,
+        };
+        let bytes = encode(&w);
+        // 0xc4 = bin8 marker followed by the length 3.
+        assert!(bytes.windows(2).any(|p| p == [0xc4, 3]), "{bytes:?}");
+    }
+
+    #[test]
+    fn wrong_version_is_rejected() {
+        let mut msg = env(Read { key: "k".into() });
+        msg.v = 99;
+        assert_eq!(
+            decode_envelope::<Read>(&encode(&msg)),
+            Err(DecodeError::Version { got: 99 })
+        );
+    }
+}

@@ -1,0 +1,833 @@
+//! The SWIM membership protocol as a pure state machine.
+//!
+//! Owns the member list (states, incarnations, addresses), the probe schedule and the
+//! protocol statistics. It does no I/O and reads no clock: the actor shell
+//! ([`crate::membership`]) feeds it heartbeat ticks, replies, failures and fired timers,
+//! and performs the [`Action`]s it returns (send a ping, ask relays, schedule a timer).
+//! Timers are data carrying the probe sequence number or incarnation they belong to, so a
+//! stale timer is ignored instead of cancelled.
+//!
+//! Dissemination: every ping, ack and ping-req carries the sender's full member list
+//! (push) and every reply carries the receiver's (pull), merged by the precedence rules of
+//! [`overrides`]. This sizes messages by cluster size (a few KiB for 100 nodes) and needs
+//! no retransmit bookkeeping; merging identical lists changes nothing, so a healthy
+//! cluster has no membership churn.
+//!
+//! Invariants:
+//! - Only a node raises its own incarnation, and only to refute a suspicion, a death or a
+//!   leave that names its current incarnation (or a later one).
+//! - Successful probes change nothing.
+//! - `changes` counts effective changes of the member list (the membership version).
+
+use crate::proto::{Ack, MemberEntry, Ping, PingReq, WireState};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::SeedableRng;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Timings of the protocol.
+#[derive(Debug, Clone)]
+pub struct SwimConfig {
+    /// How long a direct probe may take before relays are asked.
+    pub probe_timeout: Duration,
+    /// How long the relays may take before the target is suspected.
+    pub indirect_timeout: Duration,
+    /// How long a member stays suspect before it is declared dead.
+    pub suspect_timeout: Duration,
+    /// How long a dead or left member is remembered before it is forgotten.
+    pub forget_after: Duration,
+    /// Relays asked per failed probe (0 disables indirect probes).
+    pub indirect_k: usize,
+}
+
+/// A seed peer from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeedPeer {
+    pub id: Option<String>,
+    pub addr: String,
+}
+
+/// A timer the shell must fire after a delay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Timer {
+    /// The direct probe `seq` got no ack in time.
+    ProbeTimeout { seq: u64 },
+    /// The indirect probes of `seq` got no ack in time.
+    IndirectTimeout { seq: u64 },
+    /// `id` has been suspect at `incarnation` long enough to be declared dead.
+    SuspectTimeout { id: String, incarnation: u64 },
+    /// `id`, dead or left at `incarnation`, can be forgotten.
+    Forget { id: String, incarnation: u64 },
+}
+
+/// What the shell must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send `ping` to `addr`; feed the ack to [`Swim::on_ack`] or the failure to
+    /// [`Swim::on_probe_failed`]. `seq` 0 is a join or reconnect ping, not a probe.
+    Ping { addr: String, ping: Ping },
+    /// Ask the relay at `relay_addr` to probe on our behalf; feed the reply to
+    /// [`Swim::on_indirect_reply`].
+    PingReq { relay_addr: String, req: PingReq },
+    /// Fire `timer` after `after`.
+    Schedule { after: Duration, timer: Timer },
+}
+
+/// Counters of the protocol, exported as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SwimStats {
+    pub probes_ok: u64,
+    pub probes_failed: u64,
+    pub indirect_ok: u64,
+    pub indirect_failed: u64,
+    pub refuted: u64,
+    pub suspected: u64,
+    pub declared_dead: u64,
+}
+
+#[derive(Debug, Clone)]
+struct Probe {
+    seq: u64,
+    target: String,
+    acked: bool,
+    indirect: bool,
+    relays: usize,
+}
+
+/// Ticks between contacts of seeds that are not (or no longer) alive members.
+pub const SEED_RETRY_TICKS: u64 = 5;
+/// Ticks between reconnect pings to one dead member (heals partitions).
+pub const DEAD_PROBE_TICKS: u64 = 3;
+
+/// Whether update `new` replaces what is known, `old` (same member).
+pub fn overrides(new: &MemberEntry, old: &MemberEntry) -> bool {
+    use WireState::*;
+    match (new.state, old.state) {
+        // Only the member itself issues a higher incarnation to say it is alive.
+        (Alive, _) => new.incarnation > old.incarnation,
+        (Suspect, Alive) => new.incarnation >= old.incarnation,
+        (Suspect, _) => new.incarnation > old.incarnation,
+        (Dead, Alive | Suspect) => new.incarnation >= old.incarnation,
+        (Dead, Dead | Left) => false,
+        (Left, Left) => new.incarnation > old.incarnation,
+        (Left, _) => new.incarnation >= old.incarnation,
+    }
+}
+
+/// The membership state machine of one node.
+pub struct Swim {
+    me: MemberEntry,
+    members: BTreeMap<String, MemberEntry>,
+    seeds: Vec<SeedPeer>,
+    cfg: SwimConfig,
+    rng: StdRng,
+    seq: u64,
+    ticks: u64,
+    probe: Option<Probe>,
+    order: Vec<String>,
+    leaving: bool,
+    changes: u64,
+    stats: SwimStats,
+}
+
+impl Swim {
+    pub fn new(id: &str, addr: &str, seeds: Vec<SeedPeer>, cfg: SwimConfig, rng_seed: u64) -> Self {
+        Self {
+            me: MemberEntry {
+                id: id.into(),
+                addr: addr.into(),
+                state: WireState::Alive,
+                incarnation: 0,
+            },
+            members: BTreeMap::new(),
+            seeds: seeds
+                .into_iter()
+                .filter(|s| s.id.as_deref() != Some(id) && s.addr != addr)
+                .collect(),
+            cfg,
+            rng: StdRng::seed_from_u64(rng_seed),
+            seq: 0,
+            ticks: 0,
+            probe: None,
+            order: Vec::new(),
+            leaving: false,
+            changes: 0,
+            stats: SwimStats::default(),
+        }
+    }
+
+    /// This node's own entry.
+    pub fn me(&self) -> &MemberEntry {
+        &self.me
+    }
+
+    /// Every member including this node, sorted by id.
+    pub fn entries(&self) -> Vec<MemberEntry> {
+        let mut v: Vec<MemberEntry> = self.members.values().cloned().collect();
+        v.push(self.me.clone());
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// The membership version: effective changes so far.
+    pub fn changes(&self) -> u64 {
+        self.changes
+    }
+
+    pub fn stats(&self) -> SwimStats {
+        self.stats
+    }
+
+    /// The member `id`, if known (not this node).
+    pub fn member(&self, id: &str) -> Option<&MemberEntry> {
+        self.members.get(id)
+    }
+
+    /// The current probe's `(seq, target, acked)`.
+    pub fn current_probe(&self) -> Option<(u64, &str, bool)> {
+        self.probe
+            .as_ref()
+            .map(|p| (p.seq, p.target.as_str(), p.acked))
+    }
+
+    fn ping(&self, seq: u64) -> Ping {
+        Ping {
+            seq,
+            members: self.entries(),
+        }
+    }
+
+    /// Heartbeat: start the next probe, contact seeds that are not members, and now and
+    /// then ping a dead member so a healed partition is noticed.
+    pub fn tick(&mut self) -> Vec<Action> {
+        self.ticks += 1;
+        let mut out = Vec::new();
+
+        let has_live_peer = self
+            .members
+            .values()
+            .any(|m| matches!(m.state, WireState::Alive | WireState::Suspect));
+        if !has_live_peer || self.ticks % SEED_RETRY_TICKS == 1 {
+            for s in &self.seeds {
+                let known_live = self.members.values().any(|m| {
+                    (Some(&m.id) == s.id.as_ref() || m.addr == s.addr)
+                        && matches!(m.state, WireState::Alive | WireState::Suspect)
+                });
+                if !known_live {
+                    out.push(Action::Ping {
+                        addr: s.addr.clone(),
+                        ping: self.ping(0),
+                    });
+                }
+            }
+        }
+
+        if self.ticks % DEAD_PROBE_TICKS == 0 {
+            let dead: Vec<&MemberEntry> = self
+                .members
+                .values()
+                .filter(|m| m.state == WireState::Dead)
+                .collect();
+            if let Some(m) = dead.choose(&mut self.rng) {
+                out.push(Action::Ping {
+                    addr: m.addr.clone(),
+                    ping: self.ping(0),
+                });
+            }
+        }
+
+        if let Some(target) = self.next_target() {
+            self.seq += 1;
+            let seq = self.seq;
+            let addr = self.members[&target].addr.clone();
+            self.probe = Some(Probe {
+                seq,
+                target,
+                acked: false,
+                indirect: false,
+                relays: 0,
+            });
+            out.push(Action::Ping {
+                addr,
+                ping: self.ping(seq),
+            });
+            out.push(Action::Schedule {
+                after: self.cfg.probe_timeout,
+                timer: Timer::ProbeTimeout { seq },
+            });
+        }
+        out
+    }
+
+    /// Round-robin over a shuffled list of alive and suspect members.
+    fn next_target(&mut self) -> Option<String> {
+        loop {
+            if self.order.is_empty() {
+                self.order = self
+                    .members
+                    .values()
+                    .filter(|m| matches!(m.state, WireState::Alive | WireState::Suspect))
+                    .map(|m| m.id.clone())
+                    .collect();
+                if self.order.is_empty() {
+                    return None;
+                }
+                self.order.shuffle(&mut self.rng);
+            }
+            let id = self.order.pop()?;
+            if self
+                .members
+                .get(&id)
+                .is_some_and(|m| matches!(m.state, WireState::Alive | WireState::Suspect))
+            {
+                return Some(id);
+            }
+        }
+    }
+
+    /// A ping arrived: merge the sender's list and answer with ours.
+    pub fn on_ping(&mut self, ping: Ping) -> (Ack, Vec<Action>) {
+        let actions = self.merge(&ping.members);
+        let ack = Ack {
+            seq: ping.seq,
+            me: self.me.clone(),
+            members: self.entries(),
+        };
+        (ack, actions)
+    }
+
+    /// An ack arrived for the ping `seq` (0: a join or reconnect ping).
+    pub fn on_ack(&mut self, ack: Ack) -> Vec<Action> {
+        let mut actions = self.merge(std::slice::from_ref(&ack.me));
+        actions.extend(self.merge(&ack.members));
+        if let Some(p) = self.probe.as_mut() {
+            if ack.seq != 0 && p.seq == ack.seq && !p.acked {
+                p.acked = true;
+                self.stats.probes_ok += 1;
+            }
+        }
+        actions
+    }
+
+    /// The direct ping `seq` failed at once (connection refused, cut link).
+    pub fn on_probe_failed(&mut self, seq: u64) -> Vec<Action> {
+        self.start_indirect(seq)
+    }
+
+    /// The reply of a relay for probe `seq`.
+    pub fn on_indirect_reply(
+        &mut self,
+        seq: u64,
+        acked: bool,
+        members: &[MemberEntry],
+    ) -> Vec<Action> {
+        let actions = self.merge(members);
+        if let Some(p) = self.probe.as_mut() {
+            if acked && p.seq == seq && !p.acked {
+                p.acked = true;
+                self.stats.indirect_ok += 1;
+            }
+        }
+        actions
+    }
+
+    fn start_indirect(&mut self, seq: u64) -> Vec<Action> {
+        let Some(p) = self.probe.as_ref() else {
+            return Vec::new();
+        };
+        if p.seq != seq || p.acked || p.indirect {
+            return Vec::new();
+        }
+        self.stats.probes_failed += 1;
+        let target = p.target.clone();
+        let Some(t) = self.members.get(&target).cloned() else {
+            return Vec::new();
+        };
+        let candidates: Vec<&MemberEntry> = self
+            .members
+            .values()
+            .filter(|m| m.id != target && m.state == WireState::Alive)
+            .collect();
+        let relays: Vec<String> = candidates
+            .choose_multiple(&mut self.rng, self.cfg.indirect_k)
+            .map(|m| m.addr.clone())
+            .collect();
+        let members = self.entries();
+        if let Some(p) = self.probe.as_mut() {
+            p.indirect = true;
+            p.relays = relays.len();
+        }
+        let mut out: Vec<Action> = relays
+            .into_iter()
+            .map(|relay_addr| Action::PingReq {
+                relay_addr,
+                req: PingReq {
+                    seq,
+                    target_id: t.id.clone(),
+                    target_addr: t.addr.clone(),
+                    members: members.clone(),
+                },
+            })
+            .collect();
+        out.push(Action::Schedule {
+            after: self.cfg.indirect_timeout,
+            timer: Timer::IndirectTimeout { seq },
+        });
+        out
+    }
+
+    /// A timer fired.
+    pub fn on_timer(&mut self, timer: Timer) -> Vec<Action> {
+        match timer {
+            Timer::ProbeTimeout { seq } => self.start_indirect(seq),
+            Timer::IndirectTimeout { seq } => {
+                let Some(p) = self.probe.as_ref() else {
+                    return Vec::new();
+                };
+                if p.seq != seq || p.acked {
+                    return Vec::new();
+                }
+                if p.relays > 0 {
+                    self.stats.indirect_failed += 1;
+                }
+                let target = p.target.clone();
+                self.suspect(&target)
+            }
+            Timer::SuspectTimeout { id, incarnation } => {
+                let Some(m) = self.members.get_mut(&id) else {
+                    return Vec::new();
+                };
+                if m.state != WireState::Suspect || m.incarnation != incarnation {
+                    return Vec::new();
+                }
+                m.state = WireState::Dead;
+                self.changes += 1;
+                self.stats.declared_dead += 1;
+                vec![Action::Schedule {
+                    after: self.cfg.forget_after,
+                    timer: Timer::Forget { id, incarnation },
+                }]
+            }
+            Timer::Forget { id, incarnation } => {
+                let gone = self.members.get(&id).is_some_and(|m| {
+                    matches!(m.state, WireState::Dead | WireState::Left)
+                        && m.incarnation == incarnation
+                });
+                if gone {
+                    self.members.remove(&id);
+                    self.changes += 1;
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    fn suspect(&mut self, id: &str) -> Vec<Action> {
+        let Some(m) = self.members.get_mut(id) else {
+            return Vec::new();
+        };
+        if m.state != WireState::Alive {
+            return Vec::new();
+        }
+        m.state = WireState::Suspect;
+        self.changes += 1;
+        self.stats.suspected += 1;
+        vec![Action::Schedule {
+            after: self.cfg.suspect_timeout,
+            timer: Timer::SuspectTimeout {
+                id: id.to_owned(),
+                incarnation: m.incarnation,
+            },
+        }]
+    }
+
+    /// This node leaves: it gossips `left` from now on (one-way).
+    pub fn leave(&mut self) {
+        if !self.leaving {
+            self.leaving = true;
+            self.me.state = WireState::Left;
+            self.changes += 1;
+        }
+    }
+
+    /// Merges gossiped entries; returns the timers the changes need.
+    pub fn merge(&mut self, entries: &[MemberEntry]) -> Vec<Action> {
+        let mut out = Vec::new();
+        for e in entries {
+            if e.id == self.me.id {
+                self.merge_about_me(e);
+                continue;
+            }
+            let changed = match self.members.get(&e.id) {
+                None => true,
+                Some(old) => overrides(e, old),
+            };
+            if !changed {
+                continue;
+            }
+            self.members.insert(e.id.clone(), e.clone());
+            self.changes += 1;
+            match e.state {
+                WireState::Suspect => out.push(Action::Schedule {
+                    after: self.cfg.suspect_timeout,
+                    timer: Timer::SuspectTimeout {
+                        id: e.id.clone(),
+                        incarnation: e.incarnation,
+                    },
+                }),
+                WireState::Dead | WireState::Left => out.push(Action::Schedule {
+                    after: self.cfg.forget_after,
+                    timer: Timer::Forget {
+                        id: e.id.clone(),
+                        incarnation: e.incarnation,
+                    },
+                }),
+                WireState::Alive => {}
+            }
+        }
+        out
+    }
+
+    fn merge_about_me(&mut self, e: &MemberEntry) {
+        if self.leaving {
+            // Keep saying we left, at an incarnation nobody can override with an older one.
+            if e.incarnation > self.me.incarnation {
+                self.me.incarnation = e.incarnation;
+            }
+            return;
+        }
+        match e.state {
+            WireState::Alive => {
+                // After a restart, others may know a later incarnation of us: adopt it.
+                if e.incarnation > self.me.incarnation {
+                    self.me.incarnation = e.incarnation;
+                }
+            }
+            WireState::Suspect | WireState::Dead | WireState::Left => {
+                if e.incarnation >= self.me.incarnation {
+                    self.me.incarnation = e.incarnation + 1;
+                    self.stats.refuted += 1;
+                    self.changes += 1;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> SwimConfig {
+        SwimConfig {
+            probe_timeout: Duration::from_millis(100),
+            indirect_timeout: Duration::from_millis(100),
+            suspect_timeout: Duration::from_millis(300),
+            forget_after: Duration::from_secs(60),
+            indirect_k: 2,
+        }
+    }
+
+    fn entry(id: &str, state: WireState, inc: u64) -> MemberEntry {
+        MemberEntry {
+            id: id.into(),
+            addr: format!("{id}:7946"),
+            state,
+            incarnation: inc,
+        }
+    }
+
+    /// A node that knows `a`, `b`, `c` (all alive at incarnation 0).
+    fn node() -> Swim {
+        let mut s = Swim::new("me", "me:7946", vec![], cfg(), 1);
+        s.merge(&[
+            entry("a", WireState::Alive, 0),
+            entry("b", WireState::Alive, 0),
+            entry("c", WireState::Alive, 0),
+        ]);
+        s
+    }
+
+    fn probe_of(actions: &[Action]) -> (u64, String) {
+        actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Ping { addr, ping } if ping.seq != 0 => {
+                    Some((ping.seq, addr.trim_end_matches(":7946").to_string()))
+                }
+                _ => None,
+            })
+            .expect("a probe")
+    }
+
+    fn ack_from(s: &Swim, id: &str, seq: u64) -> Ack {
+        Ack {
+            seq,
+            me: s.member(id).cloned().unwrap(),
+            members: s.entries(),
+        }
+    }
+
+    #[test]
+    fn successful_probes_change_nothing() {
+        let mut s = node();
+        let before = (s.changes(), s.entries());
+        for _ in 0..30 {
+            let actions = s.tick();
+            let (seq, target) = probe_of(&actions);
+            let ack = ack_from(&s, &target, seq);
+            s.on_ack(ack);
+            s.on_timer(Timer::ProbeTimeout { seq });
+        }
+        assert_eq!((s.changes(), s.entries()), before);
+        assert_eq!(s.stats().probes_ok, 30);
+        assert_eq!(s.stats().probes_failed, 0);
+    }
+
+    #[test]
+    fn every_member_is_probed_round_robin() {
+        let mut s = node();
+        let mut seen: Vec<String> = (0..3).map(|_| probe_of(&s.tick()).1).collect();
+        seen.sort();
+        assert_eq!(seen, vec!["a", "b", "c"]);
+    }
+
+    #[test]
+    fn failed_probe_goes_indirect_then_suspect_then_dead() {
+        let mut s = node();
+        let (seq, target) = probe_of(&s.tick());
+        let actions = s.on_timer(Timer::ProbeTimeout { seq });
+        let relays: Vec<_> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::PingReq { relay_addr, req } => {
+                    Some((relay_addr.clone(), req.target_id.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(relays.len(), 2);
+        assert!(relays
+            .iter()
+            .all(|(r, t)| *t == target && !r.starts_with(&target)));
+        // Relays answer "no ack".
+        s.on_indirect_reply(seq, false, &[]);
+        let actions = s.on_timer(Timer::IndirectTimeout { seq });
+        assert_eq!(s.member(&target).unwrap().state, WireState::Suspect);
+        let timer = actions
+            .iter()
+            .find_map(|a| match a {
+                Action::Schedule {
+                    timer: t @ Timer::SuspectTimeout { .. },
+                    ..
+                } => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap();
+        s.on_timer(timer);
+        assert_eq!(s.member(&target).unwrap().state, WireState::Dead);
+        let st = s.stats();
+        assert_eq!(
+            (
+                st.probes_failed,
+                st.indirect_failed,
+                st.suspected,
+                st.declared_dead
+            ),
+            (1, 1, 1, 1)
+        );
+    }
+
+    #[test]
+    fn indirect_ack_saves_the_target() {
+        let mut s = node();
+        let (seq, target) = probe_of(&s.tick());
+        s.on_probe_failed(seq);
+        s.on_indirect_reply(seq, true, &[]);
+        s.on_timer(Timer::IndirectTimeout { seq });
+        assert_eq!(s.member(&target).unwrap().state, WireState::Alive);
+        assert_eq!(s.stats().indirect_ok, 1);
+    }
+
+    #[test]
+    fn stale_timers_are_ignored() {
+        let mut s = node();
+        let (seq1, _) = probe_of(&s.tick());
+        let (seq2, t2) = probe_of(&s.tick());
+        assert_ne!(seq1, seq2);
+        assert!(s.on_timer(Timer::ProbeTimeout { seq: seq1 }).is_empty());
+        assert!(s.on_timer(Timer::IndirectTimeout { seq: seq1 }).is_empty());
+        // A suspect timeout for an incarnation that was refuted does nothing.
+        s.merge(&[entry(&t2, WireState::Suspect, 0)]);
+        s.merge(&[entry(&t2, WireState::Alive, 1)]);
+        s.on_timer(Timer::SuspectTimeout {
+            id: t2.clone(),
+            incarnation: 0,
+        });
+        assert_eq!(s.member(&t2).unwrap().state, WireState::Alive);
+    }
+
+    #[test]
+    fn a_node_refutes_suspicion_of_itself() {
+        let mut s = node();
+        let before = s.me().incarnation;
+        s.merge(&[entry("me", WireState::Suspect, before)]);
+        assert_eq!(s.me().incarnation, before + 1);
+        assert_eq!(s.me().state, WireState::Alive);
+        assert_eq!(s.stats().refuted, 1);
+        // An old suspicion is not refuted again.
+        s.merge(&[entry("me", WireState::Suspect, before)]);
+        assert_eq!(s.me().incarnation, before + 1);
+        // Others accept the refutation over their suspicion and their death verdict.
+        let mut other = node();
+        other.merge(&[entry("me", WireState::Dead, before)]);
+        other.merge(&[s.me().clone()]);
+        assert_eq!(other.member("me").unwrap().state, WireState::Alive);
+    }
+
+    #[test]
+    fn restarted_node_rejoins_by_refuting_its_death() {
+        // The cluster declared "x" dead at incarnation 2; x restarts at incarnation 0.
+        let mut cluster = node();
+        cluster.merge(&[entry("x", WireState::Alive, 2)]);
+        cluster.merge(&[entry("x", WireState::Dead, 2)]);
+        let mut x = Swim::new(
+            "x",
+            "x:7946",
+            vec![SeedPeer {
+                id: None,
+                addr: "me:7946".into(),
+            }],
+            cfg(),
+            2,
+        );
+        // x's join ping reaches the cluster: its alive@0 does not override dead@2 ...
+        let join = match &x.tick()[0] {
+            Action::Ping { ping, .. } => ping.clone(),
+            other => panic!("expected a join ping, got {other:?}"),
+        };
+        let (ack, _) = cluster.on_ping(join);
+        assert_eq!(cluster.member("x").unwrap().state, WireState::Dead);
+        // ... but the ack tells x it is dead, so x refutes with incarnation 3.
+        x.on_ack(ack);
+        assert_eq!(x.me().incarnation, 3);
+        assert!(
+            x.member("me").is_some(),
+            "x learnt the seed's id from the ack"
+        );
+        cluster.merge(&x.entries());
+        assert_eq!(cluster.member("x").unwrap().state, WireState::Alive);
+        assert_eq!(cluster.member("x").unwrap().incarnation, 3);
+    }
+
+    #[test]
+    fn precedence_rules() {
+        use WireState::*;
+        let e = |s, i| entry("n", s, i);
+        assert!(overrides(&e(Alive, 1), &e(Alive, 0)));
+        assert!(!overrides(&e(Alive, 0), &e(Alive, 0)));
+        assert!(overrides(&e(Suspect, 0), &e(Alive, 0)));
+        assert!(!overrides(&e(Alive, 0), &e(Suspect, 0)));
+        assert!(overrides(&e(Alive, 1), &e(Suspect, 0)));
+        assert!(overrides(&e(Dead, 0), &e(Suspect, 0)));
+        assert!(!overrides(&e(Suspect, 0), &e(Dead, 0)));
+        assert!(overrides(&e(Alive, 1), &e(Dead, 0)));
+        assert!(!overrides(&e(Dead, 5), &e(Dead, 0)));
+        assert!(overrides(&e(Left, 0), &e(Alive, 0)));
+        assert!(overrides(&e(Left, 0), &e(Dead, 0)));
+        assert!(overrides(&e(Alive, 1), &e(Left, 0)));
+    }
+
+    #[test]
+    fn merge_is_order_independent_for_the_final_state() {
+        use WireState::*;
+        let updates = vec![
+            entry("n", Alive, 0),
+            entry("n", Suspect, 0),
+            entry("n", Alive, 1),
+            entry("n", Dead, 1),
+            entry("n", Alive, 2),
+            entry("n", Suspect, 2),
+        ];
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut reference = node();
+        reference.merge(&updates);
+        let want = reference.member("n").cloned();
+        for _ in 0..50 {
+            let mut u = updates.clone();
+            u.shuffle(&mut rng);
+            let mut s = node();
+            for x in &u {
+                s.merge(std::slice::from_ref(x));
+            }
+            assert_eq!(s.member("n").cloned(), want, "{u:?}");
+        }
+    }
+
+    #[test]
+    fn leaving_is_gossiped_and_not_refuted() {
+        let mut s = node();
+        s.leave();
+        assert_eq!(s.me().state, WireState::Left);
+        s.merge(&[
+            entry("me", WireState::Alive, 0),
+            entry("me", WireState::Suspect, 0),
+        ]);
+        assert_eq!(s.me().state, WireState::Left);
+        let mut other = node();
+        other.merge(&[s.me().clone()]);
+        assert_eq!(other.member("me").unwrap().state, WireState::Left);
+    }
+
+    #[test]
+    fn seeds_are_contacted_until_joined_and_dead_members_are_retried() {
+        let mut s = Swim::new(
+            "me",
+            "me:7946",
+            vec![SeedPeer {
+                id: Some("a".into()),
+                addr: "a:7946".into(),
+            }],
+            cfg(),
+            3,
+        );
+        let seed_pings = |acts: &[Action]| {
+            acts.iter()
+                .filter(|a| matches!(a, Action::Ping { ping, .. } if ping.seq == 0))
+                .count()
+        };
+        assert_eq!(seed_pings(&s.tick()), 1);
+        assert_eq!(seed_pings(&s.tick()), 1, "still no live peer: keep trying");
+        s.merge(&[entry("a", WireState::Alive, 0)]);
+        let mut joins = 0;
+        for _ in 0..10 {
+            joins += seed_pings(&s.tick());
+        }
+        assert_eq!(joins, 0, "a live seed is not re-contacted");
+        s.merge(&[entry("a", WireState::Dead, 0)]);
+        let mut retries = 0;
+        for _ in 0..6 {
+            retries += seed_pings(&s.tick());
+        }
+        assert!(retries >= 2, "dead members are pinged again ({retries})");
+    }
+
+    #[test]
+    fn forgotten_after_dead_timeout() {
+        let mut s = node();
+        let acts = s.merge(&[entry("a", WireState::Dead, 0)]);
+        let t = acts
+            .iter()
+            .find_map(|a| match a {
+                Action::Schedule {
+                    timer: t @ Timer::Forget { .. },
+                    ..
+                } => Some(t.clone()),
+                _ => None,
+            })
+            .unwrap();
+        s.on_timer(t);
+        assert!(s.member("a").is_none());
+    }
+}
