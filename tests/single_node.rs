@@ -20,7 +20,9 @@ async fn client_routes_answer_as_specified() {
     let (s, body) = text(n.http.get(n.api_url("/healthz")).send().await.unwrap()).await;
     assert_eq!((s, body.as_str()), (200, "ok"));
 
-    let r = n.send(Method::PUT, n.api_url("/v1/cache/greeting?ttl=5m")).await;
+    let r = n
+        .send(Method::PUT, n.api_url("/v1/cache/greeting?ttl=5m"))
+        .await;
     assert_eq!(r.status(), 200);
     let put = n.put("greeting?ttl=5m", "hello").await;
     let v: serde_json::Value = put.json().await.unwrap();
@@ -59,13 +61,21 @@ async fn client_routes_answer_as_specified() {
         .json()
         .await
         .unwrap();
-    assert_eq!(o, serde_json::json!({"key": "some-key", "owners": ["n1"], "node": "n1"}));
+    assert_eq!(
+        o,
+        serde_json::json!({"key": "some-key", "owners": ["n1"], "node": "n1"})
+    );
 
     // Percent-encoded keys are decoded once.
     assert_eq!(n.put("a%2Fb%20c", "enc").await.status(), 200);
     let r = n.get("a%2Fb%20c").await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"enc");
-    let o: serde_json::Value = n.send(Method::GET, n.api_url("/v1/owners/a%2Fb%20c")).await.json().await.unwrap();
+    let o: serde_json::Value = n
+        .send(Method::GET, n.api_url("/v1/owners/a%2Fb%20c"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(o["key"], "a/b c");
 }
 
@@ -73,12 +83,32 @@ async fn client_routes_answer_as_specified() {
 async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let n = Node::start("n1", &[("MAX_VALUE_BYTES", "1KiB")]).await;
     let cases: Vec<(Method, String, u16, &str)> = vec![
-        (Method::PUT, "/v1/cache/k?ttl=soon".into(), 400, "BAD_REQUEST"),
-        (Method::PUT, "/v1/cache/k?ttl=-5s".into(), 400, "BAD_REQUEST"),
+        (
+            Method::PUT,
+            "/v1/cache/k?ttl=soon".into(),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::PUT,
+            "/v1/cache/k?ttl=-5s".into(),
+            400,
+            "BAD_REQUEST",
+        ),
         (Method::PUT, "/v1/cache/".into(), 400, "BAD_REQUEST"),
         (Method::GET, "/v1/cache/".into(), 400, "BAD_REQUEST"),
-        (Method::PUT, format!("/v1/cache/{}", "k".repeat(1025)), 400, "BAD_REQUEST"),
-        (Method::GET, format!("/v1/cache/{}", "k".repeat(1025)), 400, "BAD_REQUEST"),
+        (
+            Method::PUT,
+            format!("/v1/cache/{}", "k".repeat(1025)),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            Method::GET,
+            format!("/v1/cache/{}", "k".repeat(1025)),
+            400,
+            "BAD_REQUEST",
+        ),
         (Method::PUT, "/v1/cache/%FF".into(), 400, "BAD_REQUEST"),
         (Method::GET, "/v1/nope".into(), 404, "NOT_FOUND"),
         (Method::POST, "/v1/cache/k".into(), 405, "BAD_REQUEST"),
@@ -107,14 +137,19 @@ async fn values_round_trip_byte_exact() {
     let n = Node::start("n1", &[]).await;
     let all: Vec<u8> = (0..=255u8).collect();
     assert_eq!(n.put("all-bytes", all.clone()).await.status(), 200);
-    assert_eq!(n.get("all-bytes").await.bytes().await.unwrap().as_ref(), &all[..]);
+    assert_eq!(
+        n.get("all-bytes").await.bytes().await.unwrap().as_ref(),
+        &all[..]
+    );
 
     assert_eq!(n.put("empty", Vec::new()).await.status(), 200);
     let r = n.get("empty").await;
     assert_eq!(r.status(), 200);
     assert!(r.bytes().await.unwrap().is_empty());
 
-    let big: Vec<u8> = (0..4 * 1024 * 1024).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let big: Vec<u8> = (0..4 * 1024 * 1024)
+        .map(|i: u32| (i * 7 % 251) as u8)
+        .collect();
     let r = n.put("big", big.clone()).await;
     assert_eq!(r.status(), 200);
     let v: serde_json::Value = r.json().await.unwrap();
@@ -138,7 +173,10 @@ async fn values_round_trip_byte_exact() {
     let chunk = vec![b'a'; 1024 * 1024];
     for _ in 0..5 {
         let head = format!("{:x}\r\n", chunk.len());
-        if c.write_all(head.as_bytes()).await.is_err() || c.write_all(&chunk).await.is_err() || c.write_all(b"\r\n").await.is_err() {
+        if c.write_all(head.as_bytes()).await.is_err()
+            || c.write_all(&chunk).await.is_err()
+            || c.write_all(b"\r\n").await.is_err()
+        {
             break;
         }
     }
@@ -176,7 +214,10 @@ async fn ttl_expires_and_sweep_reclaims() {
 async fn capacity_is_enforced_by_eviction() {
     let n = Node::start("n1", &[("CAPACITY", "64"), ("SHARDS", "4")]).await;
     for i in 0..128 {
-        assert_eq!(n.put(&format!("key-{i}"), format!("v{i}")).await.status(), 200);
+        assert_eq!(
+            n.put(&format!("key-{i}"), format!("v{i}")).await.status(),
+            200
+        );
         if i % 16 == 15 {
             let st = n.stats().await;
             assert!(st["items"].as_u64().unwrap() <= 64, "{st}");
@@ -230,18 +271,40 @@ async fn auth_matrix_on_all_three_listeners() {
         }
     }
     // Open routes need no token.
-    assert_eq!(n.http.get(n.api_url("/healthz")).send().await.unwrap().status(), 200);
-    assert_eq!(n.http.get(n.mgmt_url("/health")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        n.http
+            .get(n.api_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        n.http
+            .get(n.mgmt_url("/health"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     // With the token everything (but drain, which would stop the node) is served.
     for (m, url) in protected.iter().filter(|(_, u)| !u.ends_with("/drain")) {
         let s = n.send(m.clone(), url.clone()).await.status();
         assert_ne!(s, 401, "{m} {url}");
     }
-    assert_eq!(n.send(Method::GET, n.dist_url("/health")).await.status(), 200);
+    assert_eq!(
+        n.send(Method::GET, n.dist_url("/health")).await.status(),
+        200
+    );
     // Nothing was written by the refused requests.
     assert_eq!(n.stats().await["items"], 0);
     let m = n.mgmt_json("/dist/metrics").await;
-    assert!(m["requests_unauthorized_total"].as_u64().unwrap() >= (protected.len() * bad_headers.len()) as u64);
+    assert!(
+        m["requests_unauthorized_total"].as_u64().unwrap()
+            >= (protected.len() * bad_headers.len()) as u64
+    );
 }
 
 #[tokio::test]
@@ -300,9 +363,17 @@ async fn management_routes() {
     assert_eq!(n.get("a").await.status(), 200);
     assert_eq!(n.stats().await["draining"], true);
     let m = n.mgmt_json("/dist/metrics").await;
-    assert_eq!((m["drains_total"].clone(), m["draining"].clone()), (1.into(), 1.into()));
+    assert_eq!(
+        (m["drains_total"].clone(), m["draining"].clone()),
+        (1.into(), 1.into())
+    );
     // Draining again is a no-op.
-    let again: serde_json::Value = n.send(Method::POST, n.dist_url("/dist/drain")).await.json().await.unwrap();
+    let again: serde_json::Value = n
+        .send(Method::POST, n.dist_url("/dist/drain"))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(again["started"], false);
 }
 
@@ -327,7 +398,10 @@ async fn bad_configuration_exits_2_naming_the_variable() {
         assert_eq!(out.status.code(), Some(2), "{var}={value}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(err.lines().count(), 1, "{err}");
-        assert!(err.contains(var) && err.contains(value) && err.contains("expected"), "{err}");
+        assert!(
+            err.contains(var) && err.contains(value) && err.contains("expected"),
+            "{err}"
+        );
     }
 }
 
@@ -357,10 +431,14 @@ async fn sigterm_drains_finishes_in_flight_and_exits_0() {
         .await
         .unwrap();
     // Let the server start handling it.
-    eventually("slow request to be in flight", Duration::from_secs(5), || async {
-        let m = n.mgmt_json("/dist/metrics").await;
-        (m["client_requests_in_flight"].as_u64()? == 1).then_some(())
-    })
+    eventually(
+        "slow request to be in flight",
+        Duration::from_secs(5),
+        || async {
+            let m = n.mgmt_json("/dist/metrics").await;
+            (m["client_requests_in_flight"].as_u64()? == 1).then_some(())
+        },
+    )
     .await;
     n.signal(libc::SIGTERM);
     eventually("health 503", Duration::from_secs(5), || async {
@@ -373,9 +451,16 @@ async fn sigterm_drains_finishes_in_flight_and_exits_0() {
     assert_error(s, &b, 503, "DRAINING");
     assert_eq!(n.get("before").await.status(), 200);
     // Wait until the client listener stopped accepting, then finish the slow body.
-    eventually("client listener closed", Duration::from_secs(10), || async {
-        tokio::net::TcpStream::connect(("127.0.0.1", n.api)).await.is_err().then_some(())
-    })
+    eventually(
+        "client listener closed",
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", n.api))
+                .await
+                .is_err()
+                .then_some(())
+        },
+    )
     .await;
     slow.write_all(b"world").await.unwrap();
     let (s, b) = raw_read_response(&mut slow).await;
@@ -407,10 +492,14 @@ async fn overload_answers_503_with_retry_after() {
     slow.write_all(b"PUT /v1/cache/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na")
         .await
         .unwrap();
-    let r = eventually("a request to be refused", Duration::from_secs(5), || async {
-        let r = n.put("other", "v").await;
-        (r.status() == 503).then_some(r)
-    })
+    let r = eventually(
+        "a request to be refused",
+        Duration::from_secs(5),
+        || async {
+            let r = n.put("other", "v").await;
+            (r.status() == 503).then_some(r)
+        },
+    )
     .await;
     assert_eq!(r.headers()["retry-after"], "1");
     let b = r.text().await.unwrap();
@@ -450,6 +539,14 @@ async fn crashed_shard_is_restarted_and_node_keeps_serving() {
     assert_eq!(n.get("k0").await.status(), 404);
     assert_eq!(n.put("k0", "again").await.status(), 200);
     assert_eq!(n.get("k0").await.bytes().await.unwrap().as_ref(), b"again");
-    assert_eq!(n.http.get(n.api_url("/healthz")).send().await.unwrap().status(), 200);
+    assert_eq!(
+        n.http
+            .get(n.api_url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
     assert!(n.logs().contains("restarting it empty"));
 }

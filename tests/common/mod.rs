@@ -70,7 +70,10 @@ impl Node {
         for (k, v) in env {
             vars.insert(format!("HYPERCACHE_{k}"), (*v).into());
         }
-        let token = vars.get("HYPERCACHE_AUTH_TOKEN").cloned().filter(|t| !t.is_empty());
+        let token = vars
+            .get("HYPERCACHE_AUTH_TOKEN")
+            .cloned()
+            .filter(|t| !t.is_empty());
         let log_path = std::env::temp_dir().join(format!(
             "hypercache-test-{id}-{api}-{}.log",
             std::process::id()
@@ -118,7 +121,11 @@ impl Node {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(status)) = c.try_wait() {
-                    panic!("{} exited during start-up: {status}\n{}", self.id, self.logs());
+                    panic!(
+                        "{} exited during start-up: {status}\n{}",
+                        self.id,
+                        self.logs()
+                    );
                 }
             }
             if let Ok(r) = http.get(&url).send().await {
@@ -157,7 +164,11 @@ impl Node {
                 return s;
             }
             if Instant::now() > end {
-                panic!("{} did not exit within {deadline:?}\n{}", self.id, self.logs());
+                panic!(
+                    "{} did not exit within {deadline:?}\n{}",
+                    self.id,
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
@@ -183,10 +194,14 @@ impl Node {
     }
 
     pub async fn put(&self, key: &str, value: impl Into<reqwest::Body>) -> reqwest::Response {
-        self.auth(self.http.put(self.api_url(&format!("/v1/cache/{key}"))).body(value))
-            .send()
-            .await
-            .expect("PUT")
+        self.auth(
+            self.http
+                .put(self.api_url(&format!("/v1/cache/{key}")))
+                .body(value),
+        )
+        .send()
+        .await
+        .expect("PUT")
     }
 
     pub async fn get(&self, key: &str) -> reqwest::Response {
@@ -205,7 +220,10 @@ impl Node {
 
     /// An authenticated request to any URL.
     pub async fn send(&self, method: reqwest::Method, url: String) -> reqwest::Response {
-        self.auth(self.http.request(method, url)).send().await.expect("request")
+        self.auth(self.http.request(method, url))
+            .send()
+            .await
+            .expect("request")
     }
 
     pub async fn mgmt_json(&self, path: &str) -> serde_json::Value {
@@ -236,14 +254,20 @@ impl Drop for Node {
 #[track_caller]
 pub fn assert_error(status: u16, body: &str, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "body: {body}");
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
+    let v: serde_json::Value =
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("not JSON: {body}"));
     assert_eq!(v["code"], want_code, "body: {body}");
-    assert!(v["error"].as_str().is_some_and(|e| !e.is_empty()), "body: {body}");
+    assert!(
+        v["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "body: {body}"
+    );
 }
 
 /// Sends a raw HTTP request on a fresh connection and returns the stream (to send more).
 pub async fn raw_connect(port: u16) -> tokio::net::TcpStream {
-    tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect")
+    tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .expect("connect")
 }
 
 /// Reads one HTTP response (headers + content-length body) from a raw stream.
@@ -265,13 +289,25 @@ pub async fn raw_read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
             let head = &text[..end];
             let len = head
                 .lines()
-                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                })
                 .unwrap_or(0);
             if buf.len() >= end + 4 + len {
-                let status = head.split_whitespace().nth(1).unwrap_or("0").parse().unwrap_or(0);
+                let status = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or("0")
+                    .parse()
+                    .unwrap_or(0);
                 return (status, text[end + 4..end + 4 + len].to_string());
             }
         }
     }
-    panic!("connection closed before a full response: {:?}", String::from_utf8_lossy(&buf));
+    panic!(
+        "connection closed before a full response: {:?}",
+        String::from_utf8_lossy(&buf)
+    );
 }
