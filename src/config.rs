@@ -178,6 +178,7 @@ pub const KNOWN: &[&str] = &[
     "DRAIN_LINGER",
     "SHUTDOWN_GRACE",
     "MAX_INFLIGHT",
+    "PEER_TIMEOUT",
 ];
 
 struct Reader<'a> {
@@ -481,8 +482,8 @@ impl Config {
                 .collect(),
             heartbeat: self.heartbeat,
             swim: hypercache_actors::swim::SwimConfig {
-                probe_timeout: self.heartbeat / 2,
-                indirect_timeout: self.heartbeat / 2,
+                probe_timeout: self.heartbeat * 2 / 5,
+                indirect_timeout: self.heartbeat * 2 / 5,
                 suspect_timeout: self.suspect_timeout,
                 forget_after: self.dead_timeout,
                 indirect_k: self.indirect_probe_k,

@@ -246,6 +246,23 @@ impl NodeHandle {
         self.write(key, None, None, now_ms(), level).await
     }
 
+    /// The owners a request goes to: the ring's owners of `key`, or this node alone when
+    /// the ring is empty (a lone node that has left the ring while it drains still
+    /// finishes the writes it admitted and serves reads from what it holds).
+    fn owners_for(&self, view: &ClusterView, key: &str) -> Vec<String> {
+        let owners: Vec<String> = view
+            .ring
+            .owners(key)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if owners.is_empty() {
+            vec![self.config.node_id.clone()]
+        } else {
+            owners
+        }
+    }
+
     /// How many owners count towards a consistency level: the replication factor, or
     /// fewer when the cluster has fewer members that have not left. Dead members count,
     /// so a node cut off from the rest cannot reach a quorum on its own.
@@ -274,12 +291,7 @@ impl NodeHandle {
             expires_at_ms,
         };
         let view = self.view();
-        let owners: Vec<String> = view
-            .ring
-            .owners(key)
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let owners = self.owners_for(&view, key);
         let level = level.unwrap_or(self.config.write_consistency);
         let mut tracker = QuorumTracker::new(level.required(self.replicas(&view)), owners.len());
         let (tx, mut rx) = tokio::sync::mpsc::channel(owners.len().max(1));
@@ -408,12 +420,11 @@ impl NodeHandle {
     pub async fn get(&self, key: &str, level: Option<Consistency>) -> Result<Stored, CacheError> {
         validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
         let view = self.view();
-        let mut owners: Vec<String> = view
-            .ring
-            .owners(key)
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
+        let mut owners = self.owners_for(&view, key);
+        // A draining node still holds its data until the handoff finished: ask it too.
+        if self.is_draining() && !owners.contains(&self.config.node_id) {
+            owners.push(self.config.node_id.clone());
+        }
         let level = level.unwrap_or(self.config.read_consistency);
         let record = if level == Consistency::One {
             if let Some(i) = owners.iter().position(|o| *o == self.config.node_id) {
@@ -482,7 +493,7 @@ impl NodeHandle {
                 value: Some(value),
                 version,
                 expires_at_ms,
-            }) if !expires_at_ms.is_some_and(|t| t <= now_ms()) => Ok(Stored {
+            }) if expires_at_ms.is_none_or(|t| t > now_ms()) => Ok(Stored {
                 value,
                 version,
                 expires_at_ms,

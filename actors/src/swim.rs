@@ -29,7 +29,9 @@ use std::time::Duration;
 /// Timings of the protocol.
 #[derive(Debug, Clone)]
 pub struct SwimConfig {
-    /// How long a direct probe may take before relays are asked.
+    /// How long a direct probe may take before relays are asked. `probe_timeout +
+    /// indirect_timeout` should stay below the heartbeat: a probe still unanswered when
+    /// the next heartbeat starts a new one is concluded as failed.
     pub probe_timeout: Duration,
     /// How long the relays may take before the target is suspected.
     pub indirect_timeout: Duration,
@@ -203,6 +205,18 @@ impl Swim {
     pub fn tick(&mut self) -> Vec<Action> {
         self.ticks += 1;
         let mut out = Vec::new();
+
+        // The protocol period of the previous probe is over: no ack means suspect.
+        if let Some(p) = self.probe.take() {
+            if !p.acked {
+                if !p.indirect {
+                    self.stats.probes_failed += 1;
+                } else if p.relays > 0 {
+                    self.stats.indirect_failed += 1;
+                }
+                out.extend(self.suspect(&p.target));
+            }
+        }
 
         let has_live_peer = self
             .members
@@ -392,6 +406,8 @@ impl Swim {
                     self.stats.indirect_failed += 1;
                 }
                 let target = p.target.clone();
+                // Concluded: the end of the period must not count it again.
+                self.probe = None;
                 self.suspect(&target)
             }
             Timer::SuspectTimeout { id, incarnation } => {
@@ -540,7 +556,11 @@ mod tests {
 
     /// A node that knows `a`, `b`, `c` (all alive at incarnation 0).
     fn node() -> Swim {
-        let mut s = Swim::new("me", "me:7946", vec![], cfg(), 1);
+        node_named("me")
+    }
+
+    fn node_named(id: &str) -> Swim {
+        let mut s = Swim::new(id, &format!("{id}:7946"), vec![], cfg(), 1);
         s.merge(&[
             entry("a", WireState::Alive, 0),
             entry("b", WireState::Alive, 0),
@@ -640,6 +660,16 @@ mod tests {
     }
 
     #[test]
+    fn unanswered_probe_is_suspected_at_the_next_period() {
+        let mut s = node();
+        let (_, target) = probe_of(&s.tick());
+        // No ack, no timer fired in time: the next heartbeat concludes it.
+        s.tick();
+        assert_eq!(s.member(&target).unwrap().state, WireState::Suspect);
+        assert_eq!(s.stats().probes_failed, 1);
+    }
+
+    #[test]
     fn indirect_ack_saves_the_target() {
         let mut s = node();
         let (seq, target) = probe_of(&s.tick());
@@ -653,7 +683,8 @@ mod tests {
     #[test]
     fn stale_timers_are_ignored() {
         let mut s = node();
-        let (seq1, _) = probe_of(&s.tick());
+        let (seq1, t1) = probe_of(&s.tick());
+        s.on_ack(ack_from(&s, &t1, seq1));
         let (seq2, t2) = probe_of(&s.tick());
         assert_ne!(seq1, seq2);
         assert!(s.on_timer(Timer::ProbeTimeout { seq: seq1 }).is_empty());
@@ -680,7 +711,7 @@ mod tests {
         s.merge(&[entry("me", WireState::Suspect, before)]);
         assert_eq!(s.me().incarnation, before + 1);
         // Others accept the refutation over their suspicion and their death verdict.
-        let mut other = node();
+        let mut other = node_named("other");
         other.merge(&[entry("me", WireState::Dead, before)]);
         other.merge(&[s.me().clone()]);
         assert_eq!(other.member("me").unwrap().state, WireState::Alive);
@@ -775,7 +806,7 @@ mod tests {
             entry("me", WireState::Suspect, 0),
         ]);
         assert_eq!(s.me().state, WireState::Left);
-        let mut other = node();
+        let mut other = node_named("other");
         other.merge(&[s.me().clone()]);
         assert_eq!(other.member("me").unwrap().state, WireState::Left);
     }

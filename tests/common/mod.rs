@@ -10,12 +10,29 @@ use std::time::{Duration, Instant};
 
 pub const TOKEN: &str = "test-token";
 
-/// A free loopback port (bound once, then released for the server to take).
+/// A free loopback port, picked at random below the kernel's ephemeral range (so
+/// outgoing connections of concurrently running tests do not take it) and checked by
+/// binding it once.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    loop {
+        let port = 20_000 + (rand_u64() % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(std::process::id() as u64);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
 }
 
 /// Polls `f` until it returns `Some` or `deadline` passes.
@@ -92,9 +109,59 @@ impl Node {
                 .unwrap(),
             log_path,
         };
-        node.spawn();
-        node.wait_healthy().await;
-        node
+        // Another test may have taken a port in between: pick new ones and retry.
+        for _ in 0..5 {
+            node.spawn();
+            if node.wait_healthy_or_bind_error().await {
+                return node;
+            }
+            node.child = None;
+            node.api = free_port();
+            node.mgmt = free_port();
+            node.dist = free_port();
+            node.env.insert(
+                "HYPERCACHE_API_ADDR".into(),
+                format!("127.0.0.1:{}", node.api),
+            );
+            node.env.insert(
+                "HYPERCACHE_MGMT_ADDR".into(),
+                format!("127.0.0.1:{}", node.mgmt),
+            );
+            node.env.insert(
+                "HYPERCACHE_DIST_ADDR".into(),
+                format!("127.0.0.1:{}", node.dist),
+            );
+        }
+        panic!("{} could not bind its ports", node.id);
+    }
+
+    /// Waits until healthy; `false` when the process exited because a port was taken.
+    async fn wait_healthy_or_bind_error(&mut self) -> bool {
+        let end = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    if self.logs().contains("Address already in use") {
+                        std::fs::write(&self.log_path, "").ok();
+                        return false;
+                    }
+                    panic!(
+                        "{} exited during start-up: {status}\n{}",
+                        self.id,
+                        self.logs()
+                    );
+                }
+            }
+            if let Ok(r) = self.http.get(self.api_url("/healthz")).send().await {
+                if r.status() == 200 {
+                    return true;
+                }
+            }
+            if Instant::now() > end {
+                panic!("{} did not become healthy\n{}", self.id, self.logs());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// (Re)starts the process with the same ports and environment.
@@ -310,4 +377,137 @@ pub async fn raw_read_response(s: &mut tokio::net::TcpStream) -> (u16, String) {
         "connection closed before a full response: {:?}",
         String::from_utf8_lossy(&buf)
     );
+}
+
+/// Several nodes on loopback, each seeded with all the others as `id@127.0.0.1:port`.
+pub struct Cluster {
+    pub nodes: Vec<Node>,
+}
+
+/// Fast protocol timings for tests; documented defaults are slower.
+pub const FAST: &[(&str, &str)] = &[
+    ("HEARTBEAT", "100ms"),
+    ("SUSPECT_TIMEOUT", "500ms"),
+    ("PEER_TIMEOUT", "500ms"),
+    ("DRAIN_LINGER", "0s"),
+];
+
+impl Cluster {
+    /// Starts `n` nodes `node-1..n` with `env` (on top of [`FAST`]) and waits until every
+    /// node sees all `n` alive.
+    pub async fn start(n: usize, env: &[(&str, &str)]) -> Cluster {
+        let ports: Vec<(u16, u16, u16)> = (0..n)
+            .map(|_| (free_port(), free_port(), free_port()))
+            .collect();
+        let mut nodes = Vec::new();
+        for i in 0..n {
+            let seeds: Vec<String> = (0..n)
+                .filter(|j| *j != i)
+                .map(|j| format!("node-{}@127.0.0.1:{}", j + 1, ports[j].2))
+                .collect();
+            let seeds = seeds.join(",");
+            let mut all: Vec<(&str, &str)> = FAST.to_vec();
+            all.extend_from_slice(env);
+            all.push(("SEEDS", &seeds));
+            let (a, m, d) = ports[i];
+            nodes.push(Node::start_on(&format!("node-{}", i + 1), &all, a, m, d).await);
+        }
+        let c = Cluster { nodes };
+        c.wait_members(n, Duration::from_secs(20)).await;
+        c
+    }
+
+    pub fn node(&self, i: usize) -> &Node {
+        &self.nodes[i - 1]
+    }
+
+    pub fn node_mut(&mut self, i: usize) -> &mut Node {
+        &mut self.nodes[i - 1]
+    }
+
+    /// Waits until every running node sees exactly `alive` members alive.
+    pub async fn wait_members(&self, alive: usize, deadline: Duration) {
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            eventually(
+                &format!("{} to see {alive} alive", n.id),
+                deadline,
+                || async {
+                    let m = n.members().await?;
+                    (m.iter().filter(|x| x.1 == "alive").count() == alive).then_some(())
+                },
+            )
+            .await;
+        }
+    }
+}
+
+impl Node {
+    /// `(id, state, incarnation)` of every member this node knows.
+    pub async fn members(&self) -> Option<Vec<(String, String, u64)>> {
+        let r = self
+            .auth(self.http.get(self.mgmt_url("/cluster/members")))
+            .send()
+            .await
+            .ok()?;
+        let v: serde_json::Value = r.json().await.ok()?;
+        Some(
+            v["members"]
+                .as_array()?
+                .iter()
+                .map(|m| {
+                    (
+                        m["id"].as_str().unwrap_or("").to_string(),
+                        m["state"].as_str().unwrap_or("").to_string(),
+                        m["incarnation"].as_u64().unwrap_or(0),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    /// The state of member `id` as this node sees it.
+    pub async fn state_of(&self, id: &str) -> Option<String> {
+        self.members()
+            .await?
+            .into_iter()
+            .find(|m| m.0 == id)
+            .map(|m| m.1)
+    }
+
+    /// Sets link faults (test-hooks build).
+    pub async fn set_faults(&self, rules: serde_json::Value) {
+        let r = self
+            .auth(self.http.post(self.mgmt_url("/debug/faults")).json(&rules))
+            .send()
+            .await
+            .expect("faults");
+        assert_eq!(r.status(), 200);
+    }
+
+    /// PUT with a query string (`ttl`, `consistency`).
+    pub async fn put_q(
+        &self,
+        key: &str,
+        query: &str,
+        value: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.auth(
+            self.http
+                .put(self.api_url(&format!("/v1/cache/{key}?{query}")))
+                .body(value),
+        )
+        .send()
+        .await
+        .expect("PUT")
+    }
+
+    pub async fn get_q(&self, key: &str, query: &str) -> reqwest::Response {
+        self.auth(
+            self.http
+                .get(self.api_url(&format!("/v1/cache/{key}?{query}"))),
+        )
+        .send()
+        .await
+        .expect("GET")
+    }
 }
