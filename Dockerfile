@@ -16,7 +16,7 @@
 #     `runtime` is the first stage and needs nothing but its base, so even the legacy
 #     builder (which builds every stage up to --target) never reaches rust:1-bookworm.
 #
-# Either way the image holds no shell and no package manager: ~9 MB.
+# Either way the image holds no shell and no package manager: about 10 MB.
 
 # Base of the runtime stage: empty for the from-source build, the imported root
 # filesystem for the offline build.
