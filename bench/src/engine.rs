@@ -129,6 +129,49 @@ pub struct PhaseStats {
     /// `protocol`.
     pub error_kinds: BTreeMap<String, u64>,
     pub timeline: Vec<Second>,
+    /// The generator's own CPU use over the whole phase (warm-up included), when the
+    /// platform reports it.
+    pub client_cpu: Option<ClientCpu>,
+}
+
+/// The generator's own CPU use during a phase, as shares of one CPU: how busy it was,
+/// and how long its threads were runnable but waiting for a CPU (contention from other
+/// processes). A generator near 1.0 busy is itself the bottleneck.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientCpu {
+    pub busy: f64,
+    pub runqueue_wait: f64,
+}
+
+/// CPU time of this process so far: (ns on a CPU, ns runnable but waiting), summed over
+/// its threads from `/proc/self/task/*/schedstat`. `None` where that does not exist.
+fn own_cpu_ns() -> Option<(u64, u64)> {
+    let mut total = (0u64, 0u64);
+    for entry in std::fs::read_dir("/proc/self/task").ok()? {
+        let path = entry.ok()?.path().join("schedstat");
+        let Ok(text) = std::fs::read_to_string(path) else {
+            continue; // the thread has just exited
+        };
+        let mut fields = text
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        total.0 += fields.next().unwrap_or(0);
+        total.1 += fields.next().unwrap_or(0);
+    }
+    Some(total)
+}
+
+fn client_cpu(
+    from: Option<(u64, u64)>,
+    to: Option<(u64, u64)>,
+    wall: Duration,
+) -> Option<ClientCpu> {
+    let ((on0, wait0), (on1, wait1)) = (from?, to?);
+    let wall = wall.as_nanos() as f64;
+    (wall > 0.0).then(|| ClientCpu {
+        busy: on1.saturating_sub(on0) as f64 / wall,
+        runqueue_wait: wait1.saturating_sub(wait0) as f64 / wall,
+    })
 }
 
 /// Index of an op in [`PhaseStats::ops`].
@@ -148,6 +191,7 @@ impl PhaseStats {
             ops: [OpStats::new(), OpStats::new(), OpStats::new()],
             error_kinds: BTreeMap::new(),
             timeline: Vec::new(),
+            client_cpu: None,
         }
     }
 
@@ -429,6 +473,7 @@ pub async fn run(plan: Plan) -> Vec<PhaseStats> {
         .collect();
     let reporter = progress.then(|| tokio::spawn(progress_task(shared.clone())));
     let mut starts = Vec::new();
+    let mut cpu_at_start = Vec::new();
     for kind in &phases {
         // All connections are ready (connected or not) and idle: start the phase.
         shared.barrier.wait().await;
@@ -436,6 +481,7 @@ pub async fn run(plan: Plan) -> Vec<PhaseStats> {
         shared.done.store(0, Relaxed);
         shared.errors.store(0, Relaxed);
         let start = Instant::now();
+        cpu_at_start.push(own_cpu_ns());
         *shared.phase_start.lock().unwrap_or_else(|p| p.into_inner()) = Some((*kind, start));
         starts.push(start);
         shared.barrier.wait().await;
@@ -445,6 +491,7 @@ pub async fn run(plan: Plan) -> Vec<PhaseStats> {
         per_conn.push(t.await.expect("connection task does not panic"));
     }
     let finished = Instant::now();
+    let cpu_at_end = own_cpu_ns();
     if let Some(r) = reporter {
         r.abort();
         if std::io::stderr().is_terminal() {
@@ -473,6 +520,15 @@ pub async fn run(plan: Plan) -> Vec<PhaseStats> {
                 (PhaseKind::Preload, None) => finished,
             };
             merged.elapsed = until.saturating_duration_since(from);
+            let (cpu_to, wall_to) = match starts.get(i + 1) {
+                Some(next) => (cpu_at_start[i + 1], *next),
+                None => (cpu_at_end, finished),
+            };
+            merged.client_cpu = client_cpu(
+                cpu_at_start[i],
+                cpu_to,
+                wall_to.saturating_duration_since(starts[i]),
+            );
             merged
         })
         .collect()
@@ -659,5 +715,49 @@ async fn progress_task(shared: Arc<Shared>) {
             writeln!(err, "{line}")
         };
         let _ = err.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_shares_of_a_phase() {
+        let c = client_cpu(
+            Some((1_000, 0)),
+            Some((500_001_000, 100_000_000)),
+            Duration::from_secs(1),
+        )
+        .unwrap();
+        assert!((c.busy - 0.5).abs() < 1e-9 && (c.runqueue_wait - 0.1).abs() < 1e-9);
+        assert!(client_cpu(None, Some((1, 1)), Duration::from_secs(1)).is_none());
+        assert!(client_cpu(Some((0, 0)), Some((1, 1)), Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn replies_and_errors_land_in_their_op_and_second() {
+        let mut p = PhaseStats::new(PhaseKind::Measure);
+        let ms = Duration::from_millis;
+        p.record_reply(Op::Get, Outcome::Ok, ms(1), ms(100));
+        p.record_reply(Op::Get, Outcome::Miss, ms(2), ms(1_500));
+        p.record_reply(Op::Put, Outcome::Status(503), ms(3), ms(1_600));
+        p.record_error(Op::Put, "timeout", Some(ms(2_100)));
+        assert_eq!((p.ops[0].ok, p.ops[0].misses, p.ops[0].errors), (1, 1, 0));
+        assert_eq!((p.ops[1].ok, p.ops[1].errors), (0, 2));
+        assert_eq!(p.ok(), 2);
+        assert_eq!(p.errors(), 2);
+        assert_eq!(p.error_kinds["http_503"], 1);
+        assert_eq!(p.error_kinds["timeout"], 1);
+        assert_eq!(p.latency().len(), 3, "a timeout records no latency");
+        let t: Vec<(u64, u64)> = p.timeline.iter().map(|s| (s.ok, s.errors)).collect();
+        assert_eq!(t, vec![(1, 0), (1, 1), (0, 1)]);
+        assert_eq!(p.timeline[1].max_ns, 3_000_000);
+
+        let mut merged = PhaseStats::new(PhaseKind::Measure);
+        merged.merge(&p);
+        merged.merge(&p);
+        assert_eq!((merged.ok(), merged.errors()), (4, 4));
+        assert_eq!(merged.timeline[2].errors, 2);
     }
 }

@@ -73,6 +73,10 @@ pub fn phase_json(p: &PhaseStats) -> Value {
         "ops_per_sec": rate(p.ok(), p),
         "latency_us": latency_json(&p.latency()),
         "by_op": by_op,
+        "client_cpu": p.client_cpu.map(|c| json!({
+            "busy": (c.busy * 1000.0).round() / 1000.0,
+            "runqueue_wait": (c.runqueue_wait * 1000.0).round() / 1000.0,
+        })),
         "timeline": timeline,
     })
 }
@@ -164,8 +168,18 @@ pub fn table(phases: &[PhaseStats]) -> String {
             ));
         }
         let misses: u64 = p.ops.iter().map(|o| o.misses).sum();
+        let cpu = p
+            .client_cpu
+            .map(|c| {
+                format!(
+                    ", generator CPU {:.0}% (waiting for a CPU {:.0}%)",
+                    c.busy * 100.0,
+                    c.runqueue_wait * 100.0
+                )
+            })
+            .unwrap_or_default();
         out.push_str(&format!(
-            "{:<10} elapsed {:.2}s, misses {}{}\n",
+            "{:<10} elapsed {:.2}s, misses {}{cpu}{}\n",
             "",
             p.elapsed.as_secs_f64(),
             misses,
