@@ -107,8 +107,17 @@ pub struct Config {
     pub hint_ttl: Duration,
     #[serde(with = "ms")]
     pub hint_replay: Duration,
+    pub hint_max_per_peer: usize,
+    pub hint_max_bytes: u64,
+    #[serde(with = "ms")]
+    pub anti_entropy_interval: Duration,
+    pub anti_entropy_max_keys: usize,
     #[serde(with = "ms")]
     pub rebalance_interval: Duration,
+    pub rebalance_batch: usize,
+    pub rebalance_concurrency: usize,
+    #[serde(with = "ms")]
+    pub drain_timeout: Duration,
     #[serde(with = "ms")]
     pub tombstone_retention: Duration,
     #[serde(with = "ms")]
@@ -179,6 +188,13 @@ pub const KNOWN: &[&str] = &[
     "SHUTDOWN_GRACE",
     "MAX_INFLIGHT",
     "PEER_TIMEOUT",
+    "HINT_MAX_PER_PEER",
+    "HINT_MAX_BYTES",
+    "ANTI_ENTROPY_INTERVAL",
+    "ANTI_ENTROPY_MAX_KEYS",
+    "REBALANCE_BATCH",
+    "REBALANCE_CONCURRENCY",
+    "DRAIN_TIMEOUT",
 ];
 
 struct Reader<'a> {
@@ -405,14 +421,15 @@ impl Config {
         let heartbeat = r.duration("HEARTBEAT", ms(1_000), ms(10))?;
         let hint_ttl = r.duration("HINT_TTL", ms(30_000), ms(1))?;
         let tombstone_retention = r.duration("TOMBSTONE_RETENTION", ms(600_000), ms(1))?;
-        if tombstone_retention <= hint_ttl {
+        let anti_entropy_interval = r.duration("ANTI_ENTROPY_INTERVAL", ms(10_000), ms(10))?;
+        if tombstone_retention <= hint_ttl + anti_entropy_interval {
             let (var, v) = r
                 .raw("TOMBSTONE_RETENTION")
                 .unwrap_or_else(|| ("HYPERCACHE_TOMBSTONE_RETENTION".into(), "10m".into()));
             return Err(Reader::err(
                 &var,
                 &v,
-                "a retention longer than HYPERCACHE_HINT_TTL",
+                "a retention longer than HYPERCACHE_HINT_TTL + HYPERCACHE_ANTI_ENTROPY_INTERVAL",
             ));
         }
         Ok(Config {
@@ -440,6 +457,15 @@ impl Config {
             hint_ttl,
             hint_replay: r.duration("HINT_REPLAY", ms(200), ms(1))?,
             rebalance_interval: r.duration("REBALANCE_INTERVAL", ms(250), ms(1))?,
+            hint_max_per_peer: r.number("HINT_MAX_PER_PEER", 100_000, 1, usize::MAX)?,
+            hint_max_bytes: r
+                .size("HINT_MAX_BYTES", Some(64 << 20))?
+                .unwrap_or(64 << 20),
+            anti_entropy_interval,
+            anti_entropy_max_keys: r.number("ANTI_ENTROPY_MAX_KEYS", 10_000, 1, usize::MAX)?,
+            rebalance_batch: r.number("REBALANCE_BATCH", 500, 1, 100_000)?,
+            rebalance_concurrency: r.number("REBALANCE_CONCURRENCY", 2, 1, 64)?,
+            drain_timeout: r.duration("DRAIN_TIMEOUT", ms(60_000), ms(1))?,
             tombstone_retention,
             sweep_interval: r.duration("SWEEP_INTERVAL", ms(1_000), ms(1))?,
             drain_linger: r.duration("DRAIN_LINGER", ms(2_000), Duration::ZERO)?,
@@ -492,6 +518,18 @@ impl Config {
             peer_timeout: self.peer_timeout,
             write_consistency: self.write_consistency,
             read_consistency: self.read_consistency,
+            hint_limits: hypercache_actors::hints::HintLimits {
+                max_per_peer: self.hint_max_per_peer,
+                max_bytes: self.hint_max_bytes,
+                ttl_ms: self.hint_ttl.as_millis() as u64,
+            },
+            hint_replay: self.hint_replay,
+            anti_entropy_interval: self.anti_entropy_interval,
+            anti_entropy_max_keys: self.anti_entropy_max_keys,
+            rebalance_interval: self.rebalance_interval,
+            rebalance_batch: self.rebalance_batch,
+            rebalance_concurrency: self.rebalance_concurrency,
+            drain_timeout: self.drain_timeout,
         }
     }
 }

@@ -492,6 +492,15 @@ async fn overload_answers_503_with_retry_after() {
     slow.write_all(b"PUT /v1/cache/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na")
         .await
         .unwrap();
+    eventually(
+        "the slow request to hold the only slot",
+        Duration::from_secs(5),
+        || async {
+            let m = n.mgmt_json("/dist/metrics").await;
+            (m["client_requests_in_flight"].as_u64()? == 1).then_some(())
+        },
+    )
+    .await;
     let r = eventually(
         "a request to be refused",
         Duration::from_secs(5),

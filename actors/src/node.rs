@@ -5,18 +5,27 @@
 //! Owns the request paths (coordinating a write or read over a key's owners). Does not
 //! own listeners, auth or HTTP encoding.
 
+use crate::anti_entropy::{shared_entries, AeMsg};
 use crate::drain::{DrainMsg, DrainReport};
 use crate::error::CacheError;
+use crate::hint_queue::HintMsg;
+use crate::hints::HintLimits;
 use crate::hlc::Hlc;
 use crate::membership::{initial_view, ClusterView, HeartbeatInfo, MemberInfo, MembershipMsg};
+use crate::merkle::{bucket_of, MerkleTree, BUCKETS};
 use crate::metrics::Metrics;
-use crate::proto::{Ack, KeyedWrite, Ping, PingReq, PingReqReply, Read, Replicate};
+use crate::proto::{
+    AcceptHints, Ack, AeCompare, AeCompareReply, AeFetch, AeFetchReply, KeyedWrite, Ping, PingReq,
+    PingReqReply, Read, Replicate,
+};
 use crate::quorum::{Consistency, Progress, QuorumTracker};
+use crate::rebalancer::RebalanceMsg;
+use crate::repair::RepairMsg;
 use crate::root::{RootArgs, RootMsg, RootSupervisor};
 use crate::shards::Shards;
 use crate::swim::{SeedPeer, SwimConfig};
 use crate::transport::{Faults, HttpTransport, Peers, Transport};
-use crate::types::{now_ms, validate_key, ApplyOutcome, Stored, Version, Write};
+use crate::types::{now_ms, validate_key, ApplyMode, ApplyOutcome, Stored, Version, Write};
 use bytes::Bytes;
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorId, ActorRef, RpcReplyPort};
@@ -46,6 +55,15 @@ pub struct NodeConfig {
     pub peer_timeout: Duration,
     pub write_consistency: Consistency,
     pub read_consistency: Consistency,
+    pub hint_limits: HintLimits,
+    pub hint_replay: Duration,
+    pub anti_entropy_interval: Duration,
+    pub anti_entropy_max_keys: usize,
+    pub rebalance_interval: Duration,
+    pub rebalance_batch: usize,
+    pub rebalance_concurrency: usize,
+    /// How long a drain waits for the key handoff.
+    pub drain_timeout: Duration,
 }
 
 /// A replaceable reference to a supervised actor: the supervisor writes the new
@@ -112,6 +130,10 @@ pub struct NodeHandle {
     pub shards: Shards,
     pub membership: ActorSlot<MembershipMsg>,
     pub drain: ActorSlot<DrainMsg>,
+    pub hints: ActorSlot<HintMsg>,
+    pub repair: ActorSlot<RepairMsg>,
+    pub rebalancer: ActorSlot<RebalanceMsg>,
+    pub anti_entropy: ActorSlot<AeMsg>,
     pub hlc: Arc<Hlc>,
     pub peers: Peers,
     /// Link faults (only applied when built with the `test-hooks` feature).
@@ -147,12 +169,20 @@ pub async fn start(
     let shards = Shards::default();
     let membership = ActorSlot::default();
     let drain = ActorSlot::default();
+    let hints = ActorSlot::default();
+    let repair = ActorSlot::default();
+    let rebalancer = ActorSlot::default();
+    let anti_entropy = ActorSlot::default();
     let args = RootArgs {
         config: config.clone(),
         metrics: metrics.clone(),
         shards: shards.clone(),
         membership: membership.clone(),
         drain: drain.clone(),
+        hints: hints.clone(),
+        repair: repair.clone(),
+        rebalancer: rebalancer.clone(),
+        anti_entropy: anti_entropy.clone(),
         view: Arc::new(view_tx),
         draining: Arc::new(drain_tx),
         peers: peers.clone(),
@@ -166,6 +196,10 @@ pub async fn start(
         shards,
         membership,
         drain,
+        hints,
+        repair,
+        rebalancer,
+        anti_entropy,
         hlc,
         peers,
         faults,
@@ -344,6 +378,7 @@ impl NodeHandle {
         let shards = self.shards.clone();
         let peers = self.peers.clone();
         let metrics = self.metrics.clone();
+        let hints = self.hints.clone();
         let addr = view.addr_of(owner).map(str::to_owned);
         let timeout = self.config.peer_timeout;
         let key = key.to_owned();
@@ -352,25 +387,37 @@ impl NodeHandle {
             if local {
                 return shards.apply(&key, write).await.map_err(|_| ());
             }
-            let Some(addr) = addr else {
-                return Err(());
-            };
             Metrics::inc(&metrics.forwards_total);
-            let req = Replicate {
-                writes: vec![KeyedWrite { key, write }],
-            };
-            match peers.call(&addr, req, timeout).await {
-                Ok(reply) if reply.outcomes.len() == 1 => {
-                    Metrics::inc(&metrics.forward_acks_total);
-                    Ok(reply.outcomes[0])
+            let kw = KeyedWrite { key, write };
+            let result = match addr {
+                Some(addr) => {
+                    let req = Replicate {
+                        writes: vec![kw.clone()],
+                        mode: ApplyMode::Normal,
+                    };
+                    match peers.call(&addr, req, timeout).await {
+                        Ok(reply) if reply.outcomes.len() == 1 => Ok(reply.outcomes[0]),
+                        Ok(_) => Err("wrong number of outcomes".to_string()),
+                        Err(e) => Err(e.to_string()),
+                    }
                 }
-                Ok(_) => {
-                    Metrics::inc(&metrics.forward_failures_total);
-                    Err(())
+                None => Err("no address".to_string()),
+            };
+            match result {
+                Ok(outcome) => {
+                    Metrics::inc(&metrics.forward_acks_total);
+                    Ok(outcome)
                 }
                 Err(e) => {
                     Metrics::inc(&metrics.forward_failures_total);
-                    tracing::debug!(peer = %owner, error = %e, "replica write failed");
+                    tracing::debug!(peer = %owner, error = %e, "replica write failed; queued as a hint");
+                    // Hinted handoff: replayed later with the original version.
+                    if let Some(h) = hints.get() {
+                        let _ = h.cast(HintMsg::Enqueue {
+                            peer: owner,
+                            write: kw,
+                        });
+                    }
                     Err(())
                 }
             }
@@ -433,14 +480,24 @@ impl NodeHandle {
             }
             let mut answered = false;
             let mut found = None;
+            let mut empty: Vec<&str> = Vec::new();
             for owner in &owners {
                 match self.read_from(&view, owner, key).await {
                     Ok(Some(w)) => {
                         found = Some(w);
                         break;
                     }
-                    Ok(None) => answered = true,
+                    Ok(None) => {
+                        answered = true;
+                        empty.push(owner);
+                    }
                     Err(()) => {}
+                }
+            }
+            if let Some(w) = &found {
+                // Owners asked before the hit had nothing: repair them.
+                for o in empty {
+                    self.read_repair(&view, o, key, w);
                 }
             }
             if found.is_none() && !answered {
@@ -455,12 +512,14 @@ impl NodeHandle {
             for owner in &owners {
                 let tx = tx.clone();
                 let call = self.read_from(&view, owner, key);
+                let owner = owner.clone();
                 tokio::spawn(async move {
-                    let _ = tx.send(call.await).await;
+                    let _ = tx.send((owner, call.await)).await;
                 });
             }
             drop(tx);
             let mut newest: Option<Write> = None;
+            let mut answers: Vec<(String, Option<Version>)> = Vec::new();
             loop {
                 match tracker.progress() {
                     Progress::Done => break,
@@ -472,7 +531,8 @@ impl NodeHandle {
                         });
                     }
                     Progress::Pending => match rx.recv().await {
-                        Some(Ok(rec)) => {
+                        Some((owner, Ok(rec))) => {
+                            answers.push((owner, rec.as_ref().map(|w| w.version)));
                             if let Some(w) = rec {
                                 if newest.as_ref().is_none_or(|n| w.version > n.version) {
                                     newest = Some(w);
@@ -480,10 +540,17 @@ impl NodeHandle {
                             }
                             tracker.ack();
                         }
-                        Some(Err(())) | None => {
+                        Some((_, Err(()))) | None => {
                             tracker.fail();
                         }
                     },
+                }
+            }
+            if let Some(w) = &newest {
+                for (owner, v) in &answers {
+                    if v.is_none_or(|v| v < w.version) {
+                        self.read_repair(&view, owner, key, w);
+                    }
                 }
             }
             newest
@@ -502,17 +569,101 @@ impl NodeHandle {
         }
     }
 
-    /// Dist side: applies writes sent by a coordinator, in order.
+    /// Asks the repair actor to push `w` to the stale owner `owner`.
+    fn read_repair(&self, view: &ClusterView, owner: &str, key: &str, w: &Write) {
+        let addr = if owner == self.config.node_id {
+            None
+        } else {
+            match view.addr_of(owner) {
+                Some(a) => Some(a.to_owned()),
+                None => return,
+            }
+        };
+        if let Some(r) = self.repair.get() {
+            let _ = r.cast(RepairMsg::Repair {
+                peer: owner.to_owned(),
+                addr,
+                key: key.to_owned(),
+                write: w.clone(),
+            });
+        }
+    }
+
+    /// Dist side: applies writes sent by a coordinator (or a repair), in order. Every
+    /// key is validated before any is applied.
     pub async fn apply_replicated(
         &self,
         writes: Vec<KeyedWrite>,
+        mode: ApplyMode,
     ) -> Result<Vec<ApplyOutcome>, CacheError> {
+        for kw in &writes {
+            validate_key(&kw.key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+        }
         let mut out = Vec::with_capacity(writes.len());
         for kw in writes {
-            validate_key(&kw.key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
-            out.push(self.shards.apply(&kw.key, kw.write).await?);
+            out.push(self.shards.apply_mode(&kw.key, kw.write, mode).await?);
         }
         Ok(out)
+    }
+
+    /// Dist side: a peer's Merkle leaves over the keys both own; answers with this node's
+    /// entries of every bucket that differs.
+    pub async fn ae_compare(
+        &self,
+        from: &str,
+        req: AeCompare,
+    ) -> Result<AeCompareReply, CacheError> {
+        if req.leaves.len() != BUCKETS {
+            return Err(CacheError::BadRequest(format!(
+                "expected {BUCKETS} Merkle leaves, got {}",
+                req.leaves.len()
+            )));
+        }
+        let view = self.view();
+        let all = self.shards.versions().await?;
+        let shared = shared_entries(&view, &all, &self.config.node_id, from);
+        let mine = MerkleTree::build(shared.iter().map(|(k, v)| (k.as_str(), *v)));
+        let buckets = mine.diff(&MerkleTree::from_leaves(req.leaves));
+        let wanted: std::collections::HashSet<usize> = buckets.iter().copied().collect();
+        let entries = shared
+            .into_iter()
+            .filter(|(k, _)| wanted.contains(&bucket_of(k)))
+            .collect();
+        Ok(AeCompareReply {
+            buckets: buckets.into_iter().map(|b| b as u32).collect(),
+            entries,
+        })
+    }
+
+    /// Dist side: this node's records of `keys`.
+    pub async fn ae_fetch(&self, req: AeFetch) -> Result<AeFetchReply, CacheError> {
+        for k in &req.keys {
+            validate_key(k).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+        }
+        Ok(AeFetchReply {
+            records: self.shards.records(&req.keys).await?,
+        })
+    }
+
+    /// Dist side: hints handed over by a draining peer. Hints for this node are applied,
+    /// the rest queued here.
+    pub async fn accept_hints(&self, req: AcceptHints) -> Result<u64, CacheError> {
+        for (_, kw) in &req.hints {
+            validate_key(&kw.key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+        }
+        let mut n = 0;
+        for (target, kw) in req.hints {
+            if target == self.config.node_id {
+                self.shards.apply(&kw.key, kw.write).await?;
+            } else if let Some(h) = self.hints.get() {
+                let _ = h.cast(HintMsg::Enqueue {
+                    peer: target,
+                    write: kw,
+                });
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Dist side: this node's record of `key`.

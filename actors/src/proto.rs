@@ -6,7 +6,7 @@
 //! `v` equals [`PROTOCOL_VERSION`]; new optional fields may be added without a bump
 //! (unknown fields are ignored, missing optional ones default), anything else bumps it.
 
-use crate::types::{ApplyOutcome, Key, Write};
+use crate::types::{ApplyMode, ApplyOutcome, Key, Version, Write};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +80,9 @@ pub struct KeyedWrite {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Replicate {
     pub writes: Vec<KeyedWrite>,
+    /// `Fill` for repairs (anti-entropy, read repair); absent means `Normal`.
+    #[serde(default)]
+    pub mode: ApplyMode,
 }
 
 /// One outcome per write of a [`Replicate`], in order.
@@ -172,6 +175,59 @@ impl Rpc for PingReq {
     type Reply = PingReqReply;
 }
 
+/// Anti-entropy: the sender's Merkle leaves over the keys both nodes own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AeCompare {
+    pub leaves: Vec<u64>,
+}
+
+/// The receiver's `(key, version)` entries of every bucket whose leaf differs.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AeCompareReply {
+    pub buckets: Vec<u32>,
+    pub entries: Vec<(Key, Version)>,
+}
+
+impl Rpc for AeCompare {
+    const PATH: &'static str = "/dist/v1/ae/compare";
+    type Reply = AeCompareReply;
+}
+
+/// Anti-entropy: the receiver's records of `keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AeFetch {
+    pub keys: Vec<Key>,
+}
+
+/// One record (or `None`) per key asked, in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AeFetchReply {
+    pub records: Vec<Option<Write>>,
+}
+
+impl Rpc for AeFetch {
+    const PATH: &'static str = "/dist/v1/ae/fetch";
+    type Reply = AeFetchReply;
+}
+
+/// Drain handoff: hints a leaving node could not deliver, for the receiver to queue.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcceptHints {
+    /// `(target node id, write)`.
+    pub hints: Vec<(String, KeyedWrite)>,
+}
+
+/// How many hints were taken.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AcceptHintsReply {
+    pub accepted: u64,
+}
+
+impl Rpc for AcceptHints {
+    const PATH: &'static str = "/dist/v1/hints";
+    type Reply = AcceptHintsReply;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +264,7 @@ mod tests {
         fn replicate_round_trips(writes in proptest::collection::vec(arb_write(), 0..8), key in ".{0,40}") {
             let msg = env(Replicate {
                 writes: writes.into_iter().map(|w| KeyedWrite { key: key.clone(), write: w }).collect(),
+                mode: ApplyMode::Fill,
             });
             let back: Envelope<Replicate> = decode_envelope(&encode(&msg)).unwrap();
             prop_assert_eq!(back, msg);

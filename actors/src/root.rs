@@ -3,7 +3,11 @@
 //! ```text
 //! RootSupervisor
 //! ├── DrainCoordinator      restart (its flag lives outside the actor: drain stays one-way)
-//! ├── MembershipActor       restart (re-reads the last published view)
+//! ├── MembershipActor       restart (resumes from the last published member list)
+//! ├── AntiEntropyActor      restart (stateless between rounds)
+//! ├── RebalancerActor       restart (replans from the current ring)
+//! ├── RepairActor           restart (in-flight repairs are forgotten; anti-entropy covers them)
+//! ├── HintQueueActor        restart empty (lost hints are repaired by anti-entropy)
 //! └── ShardActor × N        restart empty; the shard table gets the new reference
 //! ```
 //!
@@ -13,11 +17,15 @@
 //! it. A child that stops normally is not restarted. On stop the root stops its children
 //! in order: drain coordinator, membership, then shards.
 
+use crate::anti_entropy::{AeArgs, AeContext, AeMsg, AntiEntropyActor};
 use crate::drain::{DrainArgs, DrainCoordinator, DrainMsg};
+use crate::hint_queue::{HintArgs, HintMsg, HintQueueActor};
 use crate::membership::ClusterView;
 use crate::membership::{MembershipActor, MembershipArgs, MembershipMsg};
 use crate::metrics::Metrics;
 use crate::node::{ActorSlot, NodeConfig};
+use crate::rebalancer::{RebalanceArgs, RebalanceMsg, RebalancerActor};
+use crate::repair::{RepairActor, RepairArgs, RepairMsg};
 use crate::shard::{ShardActor, ShardArgs};
 use crate::shards::Shards;
 use crate::store::ShardLimits;
@@ -42,6 +50,10 @@ pub struct RootArgs {
     pub shards: Shards,
     pub membership: ActorSlot<MembershipMsg>,
     pub drain: ActorSlot<DrainMsg>,
+    pub hints: ActorSlot<HintMsg>,
+    pub repair: ActorSlot<RepairMsg>,
+    pub rebalancer: ActorSlot<RebalanceMsg>,
+    pub anti_entropy: ActorSlot<AeMsg>,
     pub view: Arc<watch::Sender<Arc<ClusterView>>>,
     pub draining: Arc<watch::Sender<bool>>,
     pub peers: crate::transport::Peers,
@@ -118,6 +130,97 @@ impl RootSupervisor {
         Ok(())
     }
 
+    async fn spawn_hints(myself: &ActorCell, args: &RootArgs) -> Result<(), ActorProcessingErr> {
+        let c = &args.config;
+        let (a, _) = Actor::spawn_linked(
+            None,
+            HintQueueActor,
+            HintArgs {
+                limits: c.hint_limits,
+                replay_interval: c.hint_replay,
+                peer_timeout: c.peer_timeout,
+                peers: args.peers.clone(),
+                view: args.view.subscribe(),
+                metrics: args.metrics.clone(),
+            },
+            myself.clone(),
+        )
+        .await?;
+        args.hints.set(a);
+        Ok(())
+    }
+
+    async fn spawn_repair(myself: &ActorCell, args: &RootArgs) -> Result<(), ActorProcessingErr> {
+        let (a, _) = Actor::spawn_linked(
+            None,
+            RepairActor,
+            RepairArgs {
+                peers: args.peers.clone(),
+                shards: args.shards.clone(),
+                metrics: args.metrics.clone(),
+                peer_timeout: args.config.peer_timeout,
+            },
+            myself.clone(),
+        )
+        .await?;
+        args.repair.set(a);
+        Ok(())
+    }
+
+    async fn spawn_rebalancer(
+        myself: &ActorCell,
+        args: &RootArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let c = &args.config;
+        let (a, _) = Actor::spawn_linked(
+            None,
+            RebalancerActor,
+            RebalanceArgs {
+                me: c.node_id.clone(),
+                shards: args.shards.clone(),
+                peers: args.peers.clone(),
+                view: args.view.subscribe(),
+                hints: args.hints.clone(),
+                interval: c.rebalance_interval,
+                batch_size: c.rebalance_batch,
+                concurrency: c.rebalance_concurrency,
+                peer_timeout: c.peer_timeout,
+                metrics: args.metrics.clone(),
+            },
+            myself.clone(),
+        )
+        .await?;
+        args.rebalancer.set(a);
+        Ok(())
+    }
+
+    async fn spawn_anti_entropy(
+        myself: &ActorCell,
+        args: &RootArgs,
+    ) -> Result<(), ActorProcessingErr> {
+        let c = &args.config;
+        let (a, _) = Actor::spawn_linked(
+            None,
+            AntiEntropyActor,
+            AeArgs {
+                ctx: AeContext {
+                    me: c.node_id.clone(),
+                    shards: args.shards.clone(),
+                    peers: args.peers.clone(),
+                    view: args.view.subscribe(),
+                    peer_timeout: c.peer_timeout,
+                    max_keys: c.anti_entropy_max_keys,
+                },
+                interval: c.anti_entropy_interval,
+                metrics: args.metrics.clone(),
+            },
+            myself.clone(),
+        )
+        .await?;
+        args.anti_entropy.set(a);
+        Ok(())
+    }
+
     async fn spawn_drain(myself: &ActorCell, args: &RootArgs) -> Result<(), ActorProcessingErr> {
         let membership = args
             .membership
@@ -129,6 +232,13 @@ impl RootSupervisor {
             DrainArgs {
                 flag: args.draining.clone(),
                 membership,
+                rebalancer: args.rebalancer.clone(),
+                hints: args.hints.clone(),
+                peers: args.peers.clone(),
+                view: args.view.subscribe(),
+                me: args.config.node_id.clone(),
+                drain_timeout: args.config.drain_timeout,
+                peer_timeout: args.config.peer_timeout,
                 metrics: args.metrics.clone(),
             },
             myself.clone(),
@@ -189,6 +299,28 @@ impl RootSupervisor {
             Metrics::inc(&state.args.metrics.actor_restarts_total);
             return Self::spawn_drain(&cell, &state.args).await;
         }
+        let which = if state.args.hints.is(id) {
+            "hint queue"
+        } else if state.args.repair.is(id) {
+            "repair"
+        } else if state.args.rebalancer.is(id) {
+            "rebalancer"
+        } else if state.args.anti_entropy.is(id) {
+            "anti-entropy"
+        } else {
+            ""
+        };
+        if !which.is_empty() {
+            tracing::error!(actor = which, error = %why, "actor failed; restarting it");
+            Self::note_restart(state)?;
+            Metrics::inc(&state.args.metrics.actor_restarts_total);
+            return match which {
+                "hint queue" => Self::spawn_hints(&cell, &state.args).await,
+                "repair" => Self::spawn_repair(&cell, &state.args).await,
+                "rebalancer" => Self::spawn_rebalancer(&cell, &state.args).await,
+                _ => Self::spawn_anti_entropy(&cell, &state.args).await,
+            };
+        }
         tracing::warn!(actor = %id, error = %why, "unknown child failed; ignoring");
         Ok(())
     }
@@ -208,6 +340,10 @@ impl Actor for RootSupervisor {
         for index in 0..args.config.shards {
             Self::spawn_shard(&cell, &args, index).await?;
         }
+        Self::spawn_hints(&cell, &args).await?;
+        Self::spawn_repair(&cell, &args).await?;
+        Self::spawn_rebalancer(&cell, &args).await?;
+        Self::spawn_anti_entropy(&cell, &args).await?;
         Self::spawn_membership(&cell, &args).await?;
         Self::spawn_drain(&cell, &args).await?;
         Ok(RootState {
@@ -252,6 +388,18 @@ impl Actor for RootSupervisor {
         }
         if let Some(m) = state.args.membership.get() {
             let _ = m.stop_and_wait(None, wait).await;
+        }
+        if let Some(a) = state.args.anti_entropy.get() {
+            let _ = a.stop_and_wait(None, wait).await;
+        }
+        if let Some(a) = state.args.rebalancer.get() {
+            let _ = a.stop_and_wait(None, wait).await;
+        }
+        if let Some(a) = state.args.repair.get() {
+            let _ = a.stop_and_wait(None, wait).await;
+        }
+        if let Some(a) = state.args.hints.get() {
+            let _ = a.stop_and_wait(None, wait).await;
         }
         for s in state.args.shards.all() {
             let _ = s.stop_and_wait(None, wait).await;

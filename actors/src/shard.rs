@@ -6,7 +6,7 @@
 //! supervisor; in a cluster, anti-entropy and rebalance refill it.
 
 use crate::store::{ShardLimits, ShardStats, ShardStore};
-use crate::types::{now_ms, ApplyOutcome, Key, Stored, Write};
+use crate::types::{now_ms, ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
 
@@ -27,7 +27,21 @@ pub enum ShardMsg {
     Apply {
         key: Key,
         write: Write,
+        mode: ApplyMode,
         reply: RpcReplyPort<ApplyOutcome>,
+    },
+    /// Every record's key and version (live and tombstones); answered with the list.
+    Versions(RpcReplyPort<Vec<(Key, Version)>>),
+    /// The raw records of `keys` (no LRU or counter change); answered in order.
+    Records {
+        keys: Vec<Key>,
+        reply: RpcReplyPort<Vec<Option<Write>>>,
+    },
+    /// Drop the copy of `key` if it is still at `version`; answered with whether it was.
+    Release {
+        key: Key,
+        version: Version,
+        reply: RpcReplyPort<bool>,
     },
     /// Timer: remove expired entries and purge old tombstones.
     Sweep,
@@ -84,8 +98,31 @@ impl Actor for ShardActor {
             ShardMsg::Read { key, reply } => {
                 let _ = reply.send(state.store.get_record(&key, now_ms()));
             }
-            ShardMsg::Apply { key, write, reply } => {
-                let _ = reply.send(state.store.apply(&key, &write, now_ms()));
+            ShardMsg::Apply {
+                key,
+                write,
+                mode,
+                reply,
+            } => {
+                let _ = reply.send(state.store.apply_mode(&key, &write, mode, now_ms()));
+            }
+            ShardMsg::Versions(reply) => {
+                let _ = reply.send(state.store.versions());
+            }
+            ShardMsg::Records { keys, reply } => {
+                let now = now_ms();
+                let _ = reply.send(
+                    keys.iter()
+                        .map(|k| state.store.peek_record(k, now))
+                        .collect(),
+                );
+            }
+            ShardMsg::Release {
+                key,
+                version,
+                reply,
+            } => {
+                let _ = reply.send(state.store.release(&key, version));
             }
             ShardMsg::Sweep => {
                 let expired = state.store.sweep(now_ms());

@@ -7,7 +7,7 @@
 use crate::error::CacheError;
 use crate::shard::ShardMsg;
 use crate::store::ShardStats;
-use crate::types::{ApplyOutcome, Stored, Write};
+use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 use std::sync::{Arc, RwLock};
@@ -129,10 +129,68 @@ impl Shards {
 
     /// Applies a versioned write to the local store.
     pub async fn apply(&self, key: &str, write: Write) -> Result<ApplyOutcome, CacheError> {
+        self.apply_mode(key, write, ApplyMode::Normal).await
+    }
+
+    /// Applies a versioned write in the given mode.
+    pub async fn apply_mode(
+        &self,
+        key: &str,
+        write: Write,
+        mode: ApplyMode,
+    ) -> Result<ApplyOutcome, CacheError> {
         let k = key.to_owned();
         self.call(key, move |reply| ShardMsg::Apply {
             key: k.clone(),
             write: write.clone(),
+            mode,
+            reply,
+        })
+        .await
+    }
+
+    /// Every record's key and version, over all shards.
+    pub async fn versions(&self) -> Result<Vec<(Key, Version)>, CacheError> {
+        let mut out = Vec::new();
+        for i in 0..self.len() {
+            out.extend(self.call_index(i, ShardMsg::Versions).await?);
+        }
+        Ok(out)
+    }
+
+    /// The raw records of `keys` (any order of shards), in the order asked.
+    pub async fn records(&self, keys: &[Key]) -> Result<Vec<Option<Write>>, CacheError> {
+        let n = self.len();
+        let mut out = vec![None; keys.len()];
+        let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, k) in keys.iter().enumerate() {
+            by_shard[shard_index(k, n)].push(i);
+        }
+        for (shard, idxs) in by_shard
+            .into_iter()
+            .enumerate()
+            .filter(|(_, v)| !v.is_empty())
+        {
+            let ks: Vec<Key> = idxs.iter().map(|i| keys[*i].clone()).collect();
+            let recs = self
+                .call_index(shard, move |reply| ShardMsg::Records {
+                    keys: ks.clone(),
+                    reply,
+                })
+                .await?;
+            for (i, r) in idxs.into_iter().zip(recs) {
+                out[i] = r;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops the local copy of `key` if it is still at `version`.
+    pub async fn release(&self, key: &str, version: Version) -> Result<bool, CacheError> {
+        let k = key.to_owned();
+        self.call(key, move |reply| ShardMsg::Release {
+            key: k.clone(),
+            version,
             reply,
         })
         .await

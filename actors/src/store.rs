@@ -13,7 +13,7 @@
 //! - A tombstone is kept until its retention has passed, so an older value cannot
 //!   resurrect a deleted key while the tombstone exists.
 
-use crate::types::{ApplyOutcome, Key, Stored, Version, Write};
+use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use bytes::Bytes;
 use lru::LruCache;
 use std::collections::HashMap;
@@ -57,6 +57,7 @@ pub struct ShardStats {
     pub writes_applied: u64,
     pub writes_stale: u64,
     pub tombstones_purged: u64,
+    pub fills_skipped: u64,
 }
 
 impl std::ops::AddAssign for ShardStats {
@@ -71,6 +72,7 @@ impl std::ops::AddAssign for ShardStats {
         self.writes_applied += o.writes_applied;
         self.writes_stale += o.writes_stale;
         self.tombstones_purged += o.tombstones_purged;
+        self.fills_skipped += o.fills_skipped;
     }
 }
 
@@ -149,6 +151,80 @@ impl ShardStore {
             .peek(key)
             .map(|e| e.version)
             .or_else(|| self.tombstones.get(key).map(|t| t.version))
+    }
+
+    /// True when one more live item would force an eviction.
+    pub fn is_full(&self) -> bool {
+        self.live.len() >= self.limits.capacity_items
+            || matches!(self.limits.capacity_bytes, Some(b) if self.bytes >= b)
+    }
+
+    /// Applies a write in the given mode. In [`ApplyMode::Fill`], a value for a key this
+    /// shard holds nothing for is refused ([`ApplyOutcome::Skipped`]) while the shard is
+    /// full, so anti-entropy and read repair never undo an eviction by evicting another.
+    pub fn apply_mode(
+        &mut self,
+        key: &str,
+        write: &Write,
+        mode: ApplyMode,
+        now_ms: u64,
+    ) -> ApplyOutcome {
+        if mode == ApplyMode::Fill
+            && write.value.is_some()
+            && self.version_of(key).is_none()
+            && self.is_full()
+        {
+            self.stats.fills_skipped += 1;
+            return ApplyOutcome::Skipped;
+        }
+        self.apply(key, write, now_ms)
+    }
+
+    /// Every key this shard has a record for (live or tombstone) with its version.
+    pub fn versions(&self) -> Vec<(Key, Version)> {
+        let mut out: Vec<(Key, Version)> = self
+            .live
+            .iter()
+            .map(|(k, e)| (k.clone(), e.version))
+            .collect();
+        out.extend(self.tombstones.iter().map(|(k, t)| (k.clone(), t.version)));
+        out
+    }
+
+    /// The raw record of `key` (live value or tombstone) without touching LRU order or
+    /// counters; expired values are reported as absent.
+    pub fn peek_record(&self, key: &str, now_ms: u64) -> Option<Write> {
+        if let Some(e) = self.live.peek(key) {
+            if expired(e.expires_at_ms, now_ms) {
+                return None;
+            }
+            return Some(Write {
+                version: e.version,
+                value: Some(e.value.clone()),
+                expires_at_ms: e.expires_at_ms,
+            });
+        }
+        self.tombstones.get(key).map(|t| Write {
+            version: t.version,
+            value: None,
+            expires_at_ms: None,
+        })
+    }
+
+    /// Drops this shard's copy of `key` if it still holds exactly `version` (used after
+    /// the key's new owners acknowledged it). Returns whether it was dropped.
+    pub fn release(&mut self, key: &str, version: Version) -> bool {
+        if self.live.peek(key).is_some_and(|e| e.version == version) {
+            return self.remove_live(key);
+        }
+        if self
+            .tombstones
+            .get(key)
+            .is_some_and(|t| t.version == version)
+        {
+            return self.tombstones.remove(key).is_some();
+        }
+        false
     }
 
     /// Applies a replicated write or delete, last-write-wins.
@@ -370,6 +446,45 @@ mod tests {
             s.apply("a", &w(1, Some("old"), None), 10),
             ApplyOutcome::Stale
         );
+    }
+
+    #[test]
+    fn fill_mode_never_evicts_for_a_missing_key() {
+        let mut s = ShardStore::new(limits(2));
+        s.apply("a", &w(1, Some("1"), None), 0);
+        s.apply("b", &w(2, Some("2"), None), 0);
+        assert!(s.is_full());
+        // A repair of a key it does not hold is refused...
+        assert_eq!(
+            s.apply_mode("c", &w(3, Some("3"), None), ApplyMode::Fill, 0),
+            ApplyOutcome::Skipped
+        );
+        // ... but a newer version of a key it holds, and any tombstone, apply.
+        assert_eq!(
+            s.apply_mode("a", &w(4, Some("x"), None), ApplyMode::Fill, 0),
+            ApplyOutcome::Applied
+        );
+        assert_eq!(
+            s.apply_mode("z", &w(5, None, None), ApplyMode::Fill, 0),
+            ApplyOutcome::Applied
+        );
+        assert_eq!(s.stats().evictions, 0);
+        // A normal write evicts as usual.
+        assert_eq!(
+            s.apply_mode("c", &w(6, Some("3"), None), ApplyMode::Normal, 0),
+            ApplyOutcome::Applied
+        );
+        assert_eq!(s.stats().evictions, 1);
+    }
+
+    #[test]
+    fn release_only_the_acknowledged_version() {
+        let mut s = ShardStore::new(limits(10));
+        s.apply("a", &w(1, Some("1"), None), 0);
+        assert!(!s.release("a", Version { hlc: 0, origin: 1 }));
+        assert!(s.release("a", Version { hlc: 1, origin: 1 }));
+        assert!(s.get("a", 0).is_none());
+        assert_eq!(s.versions().len(), 0);
     }
 
     #[test]

@@ -99,6 +99,20 @@ pub enum ApplyOutcome {
     AlreadyCurrent,
     /// The replica holds a newer version; the write was ignored.
     Stale,
+    /// A repair write (anti-entropy, read repair) for a key the replica does not hold,
+    /// refused because the replica is full: evictions are not undone by repairs.
+    Skipped,
+}
+
+/// How a write is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum ApplyMode {
+    /// A client write, a hint, a migration: applied last-write-wins, evicting if full.
+    #[default]
+    Normal,
+    /// A repair (anti-entropy, read repair): like `Normal` for a key the replica holds
+    /// (or a tombstone), but a missing key is only filled while the shard has room.
+    Fill,
 }
 
 /// serde helper: `Option<Bytes>` as a msgpack binary (not an array of integers).

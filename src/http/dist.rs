@@ -13,8 +13,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Router};
 use hypercache_actors::proto::{
-    decode_envelope, encode, Envelope, Ping, PingReq, Read, ReadReply, Replicate, ReplicateReply,
-    Rpc, MAX_DIST_BODY,
+    decode_envelope, encode, AcceptHints, AcceptHintsReply, AeCompare, AeFetch, Envelope, Ping,
+    PingReq, Read, ReadReply, Replicate, ReplicateReply, Rpc, MAX_DIST_BODY,
 };
 use hypercache_actors::CacheError;
 use std::future::Future;
@@ -29,6 +29,9 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route(Read::PATH, post(read))
         .route(Ping::PATH, post(ping))
         .route(PingReq::PATH, post(ping_req))
+        .route(AeCompare::PATH, post(ae_compare))
+        .route(AeFetch::PATH, post(ae_fetch))
+        .route(AcceptHints::PATH, post(accept_hints))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(guard_state, guard))
@@ -49,7 +52,7 @@ async fn rpc<R, F, Fut>(
 ) -> Result<Response, ApiError>
 where
     R: Rpc,
-    F: FnOnce(AppState, R) -> Fut,
+    F: FnOnce(AppState, String, R) -> Fut,
     Fut: Future<Output = Result<R::Reply, CacheError>>,
 {
     let bytes = read_body(&headers, body, MAX_DIST_BODY as u64).await?;
@@ -64,7 +67,7 @@ where
         ));
     }
     s.node.hlc.observe(env.hlc);
-    let reply = handle(s.clone(), env.body).await?;
+    let reply = handle(s.clone(), env.from, env.body).await?;
     let out = encode(&s.node.peers.envelope(reply));
     Ok((
         StatusCode::OK,
@@ -82,8 +85,8 @@ async fn replicate(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    rpc::<Replicate, _, _>(s, headers, body, |s, req| async move {
-        let outcomes = s.node.apply_replicated(req.writes).await?;
+    rpc::<Replicate, _, _>(s, headers, body, |s, _, req| async move {
+        let outcomes = s.node.apply_replicated(req.writes, req.mode).await?;
         Ok(ReplicateReply { outcomes })
     })
     .await
@@ -94,7 +97,7 @@ async fn read(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    rpc::<Read, _, _>(s, headers, body, |s, req| async move {
+    rpc::<Read, _, _>(s, headers, body, |s, _, req| async move {
         Ok(ReadReply {
             record: s.node.read_local(&req.key).await?,
         })
@@ -107,7 +110,7 @@ async fn ping(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    rpc::<Ping, _, _>(s, headers, body, |s, req| async move {
+    rpc::<Ping, _, _>(s, headers, body, |s, _, req| async move {
         s.node.on_ping(req).await
     })
     .await
@@ -118,8 +121,43 @@ async fn ping_req(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    rpc::<PingReq, _, _>(s, headers, body, |s, req| async move {
+    rpc::<PingReq, _, _>(s, headers, body, |s, _, req| async move {
         s.node.on_ping_req(req).await
+    })
+    .await
+}
+
+async fn ae_compare(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    rpc::<AeCompare, _, _>(s, headers, body, |s, from, req| async move {
+        s.node.ae_compare(&from, req).await
+    })
+    .await
+}
+
+async fn ae_fetch(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    rpc::<AeFetch, _, _>(s, headers, body, |s, _, req| async move {
+        s.node.ae_fetch(req).await
+    })
+    .await
+}
+
+async fn accept_hints(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    rpc::<AcceptHints, _, _>(s, headers, body, |s, _, req| async move {
+        Ok(AcceptHintsReply {
+            accepted: s.node.accept_hints(req).await?,
+        })
     })
     .await
 }

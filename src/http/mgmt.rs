@@ -27,7 +27,8 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
     #[cfg(feature = "test-hooks")]
     let protected = protected
         .route("/debug/crash-shard/{key}", post(crash_shard))
-        .route("/debug/faults", post(set_faults).get(get_faults));
+        .route("/debug/faults", post(set_faults).get(get_faults))
+        .route("/debug/local/{key}", get(local_record));
     let protected = protected
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -219,4 +220,30 @@ async fn set_faults(
 #[cfg(feature = "test-hooks")]
 async fn get_faults(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(s.node.faults.get()).unwrap_or_default())
+}
+
+/// Test hook: this node's own record of a key (no routing, no LRU or counter change).
+#[cfg(feature = "test-hooks")]
+async fn local_record(
+    State(s): State<AppState>,
+    axum::extract::Path(key): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let rec = s
+        .node
+        .shards
+        .records(std::slice::from_ref(&key))
+        .await?
+        .pop()
+        .flatten();
+    Ok(Json(match rec {
+        None => json!({"found": false}),
+        Some(w) => json!({
+            "found": true,
+            "hlc": w.version.hlc,
+            "origin": w.version.origin,
+            "tombstone": w.value.is_none(),
+            "value": w.value.map(|v| String::from_utf8_lossy(&v).into_owned()),
+            "expires_at_ms": w.expires_at_ms,
+        }),
+    }))
 }

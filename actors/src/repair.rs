@@ -1,0 +1,115 @@
+//! `RepairActor`: read repair. When a read sees owners disagree, the coordinator casts
+//! the newest record for each stale owner here; this actor pushes it asynchronously,
+//! at most one push in flight per (peer, key), and at most [`MAX_IN_FLIGHT`] in all
+//! (more are dropped and counted: anti-entropy repairs them later).
+//!
+//! Pushes use [`ApplyMode::Fill`], so a full replica is not made to evict for a repair.
+
+use crate::metrics::Metrics;
+use crate::proto::{KeyedWrite, Replicate};
+use crate::shards::Shards;
+use crate::transport::Peers;
+use crate::types::{ApplyMode, Key, Write};
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Repairs in flight at most.
+pub const MAX_IN_FLIGHT: usize = 10_000;
+
+/// Messages of the repair actor.
+pub enum RepairMsg {
+    /// Push `write` of `key` to the owner `peer` (node id) at `addr` (`None`: this node).
+    Repair {
+        peer: String,
+        addr: Option<String>,
+        key: Key,
+        write: Write,
+    },
+    /// A push finished.
+    Done { peer: String, key: Key },
+}
+
+/// Start-up arguments.
+pub struct RepairArgs {
+    pub peers: Peers,
+    pub shards: Shards,
+    pub metrics: Arc<Metrics>,
+    pub peer_timeout: Duration,
+}
+
+/// State: what is in flight.
+pub struct RepairState {
+    in_flight: HashSet<(String, Key)>,
+    args: RepairArgs,
+}
+
+/// The repair actor.
+pub struct RepairActor;
+
+impl Actor for RepairActor {
+    type Msg = RepairMsg;
+    type State = RepairState;
+    type Arguments = RepairArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<RepairMsg>,
+        args: RepairArgs,
+    ) -> Result<RepairState, ActorProcessingErr> {
+        Ok(RepairState {
+            in_flight: HashSet::new(),
+            args,
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<RepairMsg>,
+        msg: RepairMsg,
+        state: &mut RepairState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            RepairMsg::Repair {
+                peer,
+                addr,
+                key,
+                write,
+            } => {
+                let id = (peer.clone(), key.clone());
+                if state.in_flight.contains(&id) || state.in_flight.len() >= MAX_IN_FLIGHT {
+                    Metrics::inc(&state.args.metrics.read_repairs_coalesced_total);
+                    return Ok(());
+                }
+                state.in_flight.insert(id);
+                Metrics::inc(&state.args.metrics.read_repairs_total);
+                let peers = state.args.peers.clone();
+                let shards = state.args.shards.clone();
+                let timeout = state.args.peer_timeout;
+                tokio::spawn(async move {
+                    match addr {
+                        None => {
+                            let _ = shards.apply_mode(&key, write, ApplyMode::Fill).await;
+                        }
+                        Some(addr) => {
+                            let req = Replicate {
+                                writes: vec![KeyedWrite {
+                                    key: key.clone(),
+                                    write,
+                                }],
+                                mode: ApplyMode::Fill,
+                            };
+                            let _ = peers.call(&addr, req, timeout).await;
+                        }
+                    }
+                    let _ = myself.cast(RepairMsg::Done { peer, key });
+                });
+            }
+            RepairMsg::Done { peer, key } => {
+                state.in_flight.remove(&(peer, key));
+            }
+        }
+        Ok(())
+    }
+}
