@@ -192,6 +192,17 @@ async fn split_brain_heals_to_the_newest_versions_and_deletes_stay_deleted() {
         )
         .await;
     }
+    // The partition shows in the membership gauges and the probe counters.
+    assert_eq!(metric(c.node(3), "members_dead").await, 2);
+    assert!(metric(c.node(3), "heartbeat_failure_total").await > 0);
+    let pulled_before: u64 = {
+        let mut t = 0;
+        for n in &c.nodes {
+            t += metric(n, "anti_entropy_keys_pushed_total").await
+                + metric(n, "rebalance_keys_total").await;
+        }
+        t
+    };
     // Both sides take writes (each side's ring holds only its own nodes).
     let minority = c.node(1);
     let majority = c.node(3);
@@ -253,6 +264,13 @@ async fn split_brain_heals_to_the_newest_versions_and_deletes_stay_deleted() {
     })
     .await;
     eprintln!("split brain converged in {:?}", started.elapsed());
+    let mut moved_after = 0;
+    for n in &c.nodes {
+        moved_after += metric(n, "anti_entropy_keys_pushed_total").await
+            + metric(n, "rebalance_keys_total").await;
+        assert_eq!(metric(n, "members_dead").await, 0);
+    }
+    assert!(moved_after > pulled_before, "healing moved keys");
     for n in &c.nodes {
         for (k, want) in [
             ("later-on-majority", Some("majority-new")),
@@ -479,4 +497,89 @@ async fn draining_nodes_one_by_one_under_load_loses_nothing() {
         .count();
     assert_eq!(left, 2, "{m}");
     let _ = Mutex::new(());
+}
+
+#[tokio::test]
+async fn full_node_evictions_are_not_undone_by_anti_entropy() {
+    let mut c = Cluster::start(3, &env(&[])).await;
+    // Restart node-3 small: 2 shards of 16 items.
+    c.node_mut(3).signal(libc::SIGKILL);
+    let _ = c.node_mut(3).wait_exit(Duration::from_secs(5)).await;
+    c.node_mut(3)
+        .env
+        .insert("HYPERCACHE_CAPACITY".into(), "32".into());
+    c.node_mut(3)
+        .env
+        .insert("HYPERCACHE_SHARDS".into(), "2".into());
+    c.node_mut(3).spawn();
+    c.node_mut(3).wait_healthy().await;
+    c.wait_members(3, Duration::from_secs(10)).await;
+    let keys: Vec<String> = (0..200).map(|i| format!("f{i}")).collect();
+    for k in &keys {
+        assert_eq!(c.node(1).put(k, k.clone()).await.status(), 200);
+    }
+    let n3 = c.node(3);
+    // Anti-entropy offers node-3 the keys it evicted; it refuses them while full.
+    eventually(
+        "repairs refused by the full node",
+        Duration::from_secs(10),
+        || async { (metric(n3, "repair_fills_skipped_total").await > 0).then_some(()) },
+    )
+    .await;
+    let evictions = metric(n3, "evictions_total").await;
+    let rounds = metric(n3, "anti_entropy_rounds_total").await;
+    eventually(
+        "two more anti-entropy rounds",
+        Duration::from_secs(10),
+        || async { (metric(n3, "anti_entropy_rounds_total").await >= rounds + 2).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        metric(n3, "evictions_total").await,
+        evictions,
+        "anti-entropy made the full node evict"
+    );
+    assert!(n3.stats().await["items"].as_u64().unwrap() <= 32);
+    // Every key still reads through the full node (it routes to the other owners).
+    for k in &keys {
+        assert_eq!(n3.get(k).await.text().await.unwrap(), *k);
+    }
+}
+
+#[tokio::test]
+async fn drain_that_cannot_hand_off_reports_it_and_still_stops() {
+    let c = Cluster::start(
+        3,
+        &env(&[("SUSPECT_TIMEOUT", "60s"), ("DRAIN_TIMEOUT", "2s")]),
+    )
+    .await;
+    for i in 0..100 {
+        assert_eq!(c.node(1).put(&format!("s{i}"), "v").await.status(), 200);
+    }
+    // node-3 is cut off, but the others still count it as (suspect) alive.
+    c.node(3)
+        .set_faults(serde_json::json!({"isolated": true}))
+        .await;
+    let r = c
+        .node(3)
+        .send(reqwest::Method::POST, c.node(3).mgmt_url("/dist/drain"))
+        .await;
+    assert_eq!(r.status(), 202);
+    let report: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(report["handoff_complete"], false, "{report}");
+    assert!(report["hints_lost"].as_u64().unwrap() > 0, "{report}");
+    assert!(metric(c.node(3), "rebalance_failures_total").await > 0);
+    assert!(metric(c.node(3), "hints_queued_total").await > 0);
+    assert_eq!(metric(c.node(3), "draining").await, 1);
+    // Healed, the data is still everywhere it should be.
+    c.node(3).set_faults(serde_json::json!({})).await;
+    for i in 0..100 {
+        assert_eq!(
+            c.node(1)
+                .get_q(&format!("s{i}"), "consistency=quorum")
+                .await
+                .status(),
+            200
+        );
+    }
 }

@@ -29,7 +29,8 @@ pub struct DrainReport {
     /// True when this call started the drain, false when it was already draining.
     pub started: bool,
     pub draining: bool,
-    /// True when every key was handed to its new owners within the drain timeout.
+    /// True when every key was handed to its new owners (and acknowledged) within the
+    /// drain timeout. False means some keys only left as hints, or not at all.
     pub handoff_complete: bool,
     /// Hints delivered to their targets or handed to a live peer.
     pub hints_handed_off: u64,
@@ -125,7 +126,7 @@ async fn drain(a: &DrainArgs) -> DrainReport {
     let handoff_complete = match a.rebalancer.get() {
         Some(r) => matches!(
             r.call(RebalanceMsg::Flush, Some(a.drain_timeout)).await,
-            Ok(ractor::rpc::CallResult::Success(()))
+            Ok(ractor::rpc::CallResult::Success(true))
         ),
         None => false,
     };

@@ -28,8 +28,9 @@ pub enum RebalanceMsg {
     Tick,
     /// A batch finished: `moved` keys acknowledged by all their targets, `failed` not.
     BatchDone { moved: u64, failed: u64 },
-    /// Answered once nothing is pending or in flight (after checking for a ring change).
-    Flush(RpcReplyPort<()>),
+    /// Answered once nothing is pending or in flight (after checking for a ring change):
+    /// `true` when every key moved since the last plan was acknowledged.
+    Flush(RpcReplyPort<bool>),
 }
 
 /// Start-up arguments.
@@ -52,8 +53,10 @@ pub struct RebalanceState {
     seen: Ring,
     pending: VecDeque<Move>,
     in_flight: usize,
-    waiters: Vec<RpcReplyPort<()>>,
+    waiters: Vec<RpcReplyPort<bool>>,
     started: Option<Instant>,
+    /// Keys whose move failed since the migration started.
+    failed: u64,
     args: RebalanceArgs,
 }
 
@@ -78,6 +81,7 @@ impl RebalanceState {
                     self.pending = moves.into();
                     if !self.pending.is_empty() && self.started.is_none() {
                         self.started = Some(Instant::now());
+                        self.failed = 0;
                     }
                     self.seen = current;
                 }
@@ -128,8 +132,9 @@ impl RebalanceState {
             tracing::info!(took_ms = ms, "rebalance finished");
         }
         self.base = self.seen.clone();
+        let clean = self.failed == 0;
         for w in self.waiters.drain(..) {
-            let _ = w.send(());
+            let _ = w.send(clean);
         }
     }
 }
@@ -226,6 +231,7 @@ impl Actor for RebalancerActor {
             in_flight: 0,
             waiters: Vec::new(),
             started: None,
+            failed: 0,
             args,
         })
     }
@@ -250,6 +256,7 @@ impl Actor for RebalancerActor {
                     .metrics
                     .rebalance_failures_total
                     .fetch_add(failed, Relaxed);
+                state.failed += failed;
                 state.settle();
             }
             RebalanceMsg::Flush(reply) => {

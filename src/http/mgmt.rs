@@ -110,6 +110,12 @@ fn store_rows(st: &ShardStats) -> Vec<(&'static str, &'static str, &'static str,
             "counter",
             st.tombstones_purged,
         ),
+        (
+            "repair_fills_skipped_total",
+            "Repair writes (anti-entropy, read repair) of missing keys refused because the shard was full.",
+            "counter",
+            st.fills_skipped,
+        ),
     ]
 }
 
