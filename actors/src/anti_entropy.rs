@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::proto::{AeCompare, AeFetch, KeyedWrite, Replicate};
 use crate::shards::Shards;
 use crate::transport::Peers;
-use crate::types::{ApplyMode, Key, Version};
+use crate::types::{ApplyMode, ApplyOutcome, Key, Version};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
@@ -188,7 +188,10 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
             };
             for (k, rec) in chunk.iter().zip(reply.records) {
                 if let Some(w) = rec {
-                    if ctx.shards.apply_mode(k, w, ApplyMode::Fill).await.is_ok() {
+                    // Only what was taken counts (a full node refuses missing keys).
+                    if let Ok(ApplyOutcome::Applied) =
+                        ctx.shards.apply_mode(k, w, ApplyMode::Fill).await
+                    {
                         report.pulled += 1;
                     }
                 }

@@ -73,7 +73,7 @@ define_metrics! {
     gauge anti_entropy_last_differing_buckets: "Merkle buckets that differed in the last round, all peers.",
     counter rebalance_keys_total: "Keys moved to new owners and acknowledged.",
     counter rebalance_batches_total: "Rebalance batches sent.",
-    counter rebalance_throttled_total: "Rebalance ticks that left work pending because of the batch/concurrency limits.",
+    counter rebalance_throttled_total: "Rebalance scheduling passes (ticks and finished batches) that left keys waiting because HYPERCACHE_REBALANCE_CONCURRENCY batches were in flight.",
     counter rebalance_failures_total: "Keys whose move failed (turned into hints).",
     gauge rebalance_pending: "Keys waiting to be moved.",
     gauge rebalance_last_duration_ms: "Duration of the last completed rebalance, in milliseconds.",

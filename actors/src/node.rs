@@ -327,19 +327,46 @@ impl NodeHandle {
         let view = self.view();
         let owners = self.owners_for(&view, key);
         let level = level.unwrap_or(self.config.write_consistency);
-        let mut tracker = QuorumTracker::new(level.required(self.replicas(&view)), owners.len());
-        let (tx, mut rx) = tokio::sync::mpsc::channel(owners.len().max(1));
-        for owner in &owners {
+        let needed = level.required(self.replicas(&view));
+        let calls = owners
+            .iter()
+            .map(|o| (o.clone(), self.replicate_to(&view, o, key, write.clone())));
+        let answers = self.await_quorum(needed, calls).await?;
+        for (_, outcome) in answers {
+            if outcome == ApplyOutcome::Stale {
+                Metrics::inc(&self.metrics.version_conflicts_total);
+            }
+        }
+        Ok(WriteAck { owners, version })
+    }
+
+    /// Runs one call per owner in parallel and collects answers until `needed` of them
+    /// succeeded (`Ok` with those answers) or that can no longer happen (the quorum
+    /// error). Calls still running carry on in the background.
+    async fn await_quorum<T, F>(
+        &self,
+        needed: usize,
+        calls: impl Iterator<Item = (String, F)>,
+    ) -> Result<Vec<(String, T)>, CacheError>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = Result<T, ()>> + Send + 'static,
+    {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut asked = 0;
+        for (owner, call) in calls {
+            asked += 1;
             let tx = tx.clone();
-            let call = self.replicate_to(&view, owner, key, write.clone());
             tokio::spawn(async move {
-                let _ = tx.send(call.await).await;
+                let _ = tx.send((owner, call.await));
             });
         }
         drop(tx);
+        let mut tracker = QuorumTracker::new(needed, asked);
+        let mut answers = Vec::new();
         loop {
             match tracker.progress() {
-                Progress::Done => return Ok(WriteAck { owners, version }),
+                Progress::Done => return Ok(answers),
                 Progress::Failed => {
                     Metrics::inc(&self.metrics.quorum_failures_total);
                     return Err(CacheError::Quorum {
@@ -348,16 +375,11 @@ impl NodeHandle {
                     });
                 }
                 Progress::Pending => match rx.recv().await {
-                    Some(Ok(outcome)) => {
-                        if outcome == ApplyOutcome::Stale {
-                            Metrics::inc(&self.metrics.version_conflicts_total);
-                        }
+                    Some((owner, Ok(v))) => {
+                        answers.push((owner, v));
                         tracker.ack();
                     }
-                    Some(Err(())) => {
-                        tracker.fail();
-                    }
-                    None => {
+                    Some((_, Err(()))) | None => {
                         tracker.fail();
                     }
                 },
@@ -506,46 +528,19 @@ impl NodeHandle {
             }
             found
         } else {
-            let mut tracker =
-                QuorumTracker::new(level.required(self.replicas(&view)), owners.len());
-            let (tx, mut rx) = tokio::sync::mpsc::channel(owners.len().max(1));
-            for owner in &owners {
-                let tx = tx.clone();
-                let call = self.read_from(&view, owner, key);
-                let owner = owner.clone();
-                tokio::spawn(async move {
-                    let _ = tx.send((owner, call.await)).await;
-                });
-            }
-            drop(tx);
-            let mut newest: Option<Write> = None;
-            let mut answers: Vec<(String, Option<Version>)> = Vec::new();
-            loop {
-                match tracker.progress() {
-                    Progress::Done => break,
-                    Progress::Failed => {
-                        Metrics::inc(&self.metrics.quorum_failures_total);
-                        return Err(CacheError::Quorum {
-                            needed: tracker.needed(),
-                            got: tracker.acks(),
-                        });
-                    }
-                    Progress::Pending => match rx.recv().await {
-                        Some((owner, Ok(rec))) => {
-                            answers.push((owner, rec.as_ref().map(|w| w.version)));
-                            if let Some(w) = rec {
-                                if newest.as_ref().is_none_or(|n| w.version > n.version) {
-                                    newest = Some(w);
-                                }
-                            }
-                            tracker.ack();
-                        }
-                        Some((_, Err(()))) | None => {
-                            tracker.fail();
-                        }
-                    },
-                }
-            }
+            let needed = level.required(self.replicas(&view));
+            let calls = owners
+                .iter()
+                .map(|o| (o.clone(), self.read_from(&view, o, key)));
+            let answers = self.await_quorum(needed, calls).await?;
+            let newest: Option<Write> = answers
+                .iter()
+                .filter_map(|(_, rec)| rec.clone())
+                .max_by_key(|w| w.version);
+            let answers: Vec<(String, Option<Version>)> = answers
+                .into_iter()
+                .map(|(o, rec)| (o, rec.map(|w| w.version)))
+                .collect();
             if let Some(w) = &newest {
                 for (owner, v) in &answers {
                     if v.is_none_or(|v| v < w.version) {
@@ -725,7 +720,9 @@ impl NodeHandle {
 
     /// Starts (or joins) the drain; returns once its steps are done.
     pub async fn drain(&self) -> Result<DrainReport, CacheError> {
-        self.drain.call(DrainMsg::Drain, CONTROL_TIMEOUT).await
+        // The handoff may take up to the drain timeout; leave room for the other steps.
+        let timeout = self.config.drain_timeout + CONTROL_TIMEOUT;
+        self.drain.call(DrainMsg::Drain, timeout).await
     }
 
     /// Stops the whole supervision tree and waits for it.

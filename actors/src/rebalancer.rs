@@ -90,6 +90,12 @@ impl RebalanceState {
                 }
             }
         }
+        self.pump(myself);
+    }
+
+    /// Sends batches until `concurrency` are in flight. Called on every tick and every
+    /// finished batch, so a migration runs at the speed the targets acknowledge.
+    fn pump(&mut self, myself: &ActorRef<RebalanceMsg>) {
         while self.in_flight < self.args.concurrency && !self.pending.is_empty() {
             let n = self.args.batch_size.min(self.pending.len());
             let batch: Vec<Move> = self.pending.drain(..n).collect();
@@ -257,7 +263,7 @@ impl Actor for RebalancerActor {
                     .rebalance_failures_total
                     .fetch_add(failed, Relaxed);
                 state.failed += failed;
-                state.settle();
+                state.pump(&myself);
             }
             RebalanceMsg::Flush(reply) => {
                 state.waiters.push(reply);

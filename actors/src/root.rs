@@ -5,7 +5,7 @@
 //! ├── DrainCoordinator      restart (its flag lives outside the actor: drain stays one-way)
 //! ├── MembershipActor       restart (resumes from the last published member list)
 //! ├── AntiEntropyActor      restart (stateless between rounds)
-//! ├── RebalancerActor       restart (replans from the current ring)
+//! ├── RebalancerActor       restart (from the current ring; anti-entropy finishes an interrupted migration)
 //! ├── RepairActor           restart (in-flight repairs are forgotten; anti-entropy covers them)
 //! ├── HintQueueActor        restart empty (lost hints are repaired by anti-entropy)
 //! └── ShardActor × N        restart empty; the shard table gets the new reference

@@ -81,10 +81,18 @@ pub fn authorized(expected: Option<&[u8]>, got: Option<&[u8]>) -> bool {
 /// Middleware for protected routes: bounds in-flight requests (503 OVERLOADED with
 /// `Retry-After` past the bound), then checks the bearer token (401 JSON).
 pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    let Ok(_permit) = g.inflight.clone().try_acquire_owned() else {
+    // Membership probes bypass the in-flight bound: a busy node must still answer its
+    // peers' pings, or they would declare it dead and move its keys away.
+    let probe = g.listener == Listener::Dist && req.uri().path().starts_with("/dist/v1/ping");
+    let permit = if probe {
+        None
+    } else {
+        g.inflight.clone().try_acquire_owned().ok()
+    };
+    if !probe && permit.is_none() {
         hypercache_actors::metrics::Metrics::inc(&g.node.metrics.requests_rejected_overload_total);
         return ApiError::Cache(CacheError::Overloaded).into_response();
-    };
+    }
     let gauge =
         (g.listener == Listener::Client).then_some(&g.node.metrics.client_requests_in_flight);
     if let Some(c) = gauge {
