@@ -387,6 +387,14 @@ impl Config {
         }
         let capacity_bytes = r.size("CAPACITY_BYTES", None)?;
         let max_value_bytes = r.size("MAX_VALUE_BYTES", Some(4 << 20))?.unwrap_or(4 << 20);
+        if max_value_bytes > 32 << 20 {
+            let (var, v) = r.raw("MAX_VALUE_BYTES").unwrap_or_default();
+            return Err(Reader::err(
+                &var,
+                &v,
+                "at most 32MiB (a value travels between nodes in one request)",
+            ));
+        }
         if let Some(cb) = capacity_bytes {
             if cb / (shards as u64) < max_value_bytes + 1024 {
                 let (var, v) = r.raw("CAPACITY_BYTES").unwrap_or_default();
@@ -587,6 +595,7 @@ mod tests {
         fails(&[("CAPACITY", "-5")], "CAPACITY");
         fails(&[("CAPACITY", "4"), ("SHARDS", "8")], "CAPACITY");
         fails(&[("MAX_VALUE_BYTES", "big")], "MAX_VALUE_BYTES");
+        fails(&[("MAX_VALUE_BYTES", "64MiB")], "MAX_VALUE_BYTES");
         fails(&[("CAPACITY_BYTES", "1KiB")], "CAPACITY_BYTES");
         fails(&[("WRITE_CONSISTENCY", "most")], "WRITE_CONSISTENCY");
         fails(&[("TOMBSTONE_RETENTION", "10s")], "TOMBSTONE_RETENTION");

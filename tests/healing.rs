@@ -567,9 +567,24 @@ async fn drain_that_cannot_hand_off_reports_it_and_still_stops() {
     assert_eq!(r.status(), 202);
     let report: serde_json::Value = r.json().await.unwrap();
     assert_eq!(report["handoff_complete"], false, "{report}");
-    assert!(report["hints_lost"].as_u64().unwrap() > 0, "{report}");
+    // The moves are retried (the copies are kept) until the drain timeout; a second
+    // drain request waits for and repeats the outcome.
     assert!(metric(c.node(3), "rebalance_failures_total").await > 0);
-    assert!(metric(c.node(3), "hints_queued_total").await > 0);
+    assert!(
+        metric(c.node(3), "rebalance_pending").await > 0
+            || metric(c.node(3), "rebalance_failures_total").await >= 200
+    );
+    let again: serde_json::Value = c
+        .node(3)
+        .send(reqwest::Method::POST, c.node(3).mgmt_url("/dist/drain"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (again["started"].clone(), again["handoff_complete"].clone()),
+        (false.into(), false.into())
+    );
     assert_eq!(metric(c.node(3), "draining").await, 1);
     // Healed, the data is still everywhere it should be.
     c.node(3).set_faults(serde_json::json!({})).await;

@@ -11,7 +11,7 @@
 use crate::membership::ClusterView;
 use crate::merkle::{bucket_of, reconcile, MerkleTree};
 use crate::metrics::Metrics;
-use crate::proto::{AeCompare, AeFetch, KeyedWrite, Replicate};
+use crate::proto::{chunk_writes, AeCompare, AeFetch, KeyedWrite, Replicate};
 use crate::shards::Shards;
 use crate::transport::Peers;
 use crate::types::{ApplyMode, ApplyOutcome, Key, Version};
@@ -150,7 +150,13 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
             .into_iter()
             .filter(|(k, _)| buckets.contains(&bucket_of(k)))
             .collect();
-        let (mut send, mut fetch) = reconcile(&mine_in, &reply.entries);
+        let (send, mut fetch) = reconcile(&mine_in, &reply.entries);
+        // Keys the peer holds (stale versions, tombstones) go first, missing ones after:
+        // a full peer refuses missing keys, and must not starve the updates behind them.
+        let theirs: HashSet<&str> = reply.entries.iter().map(|(k, _)| k.as_str()).collect();
+        let (mut send, missing): (Vec<Key>, Vec<Key>) =
+            send.into_iter().partition(|k| theirs.contains(k.as_str()));
+        send.extend(missing);
         send.truncate(ctx.max_keys);
         fetch.truncate(ctx.max_keys);
         for chunk in send.chunks(AE_CHUNK) {
@@ -168,14 +174,16 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
                     })
                 })
                 .collect();
-            let n = writes.len() as u64;
-            let req = Replicate {
-                writes,
-                mode: ApplyMode::Fill,
-            };
-            match ctx.peers.call(&addr, req, ctx.peer_timeout).await {
-                Ok(_) => report.pushed += n,
-                Err(_) => report.errors += 1,
+            for writes in chunk_writes(writes) {
+                let n = writes.len() as u64;
+                let req = Replicate {
+                    writes,
+                    mode: ApplyMode::Fill,
+                };
+                match ctx.peers.call(&addr, req, ctx.peer_timeout).await {
+                    Ok(_) => report.pushed += n,
+                    Err(_) => report.errors += 1,
+                }
             }
         }
         for chunk in fetch.chunks(AE_CHUNK) {

@@ -11,7 +11,7 @@ use crate::hint_queue::HintMsg;
 use crate::membership::{ClusterView, MembershipMsg};
 use crate::metrics::Metrics;
 use crate::node::ActorSlot;
-use crate::proto::{AcceptHints, KeyedWrite, Replicate};
+use crate::proto::{chunk_writes, AcceptHints, KeyedWrite, Replicate, MAX_BATCH_BYTES};
 use crate::rebalancer::RebalanceMsg;
 use crate::transport::Peers;
 use crate::types::ApplyMode;
@@ -64,49 +64,90 @@ pub struct DrainArgs {
 /// The coordinator actor; its state is its arguments (shared with the drain task).
 pub struct DrainCoordinator;
 
+/// State: the arguments (shared with the drain task), whether this instance runs or ran
+/// the drain, and its report once done (later callers wait for it).
+pub struct DrainState {
+    args: Arc<DrainArgs>,
+    running: bool,
+    done: watch::Sender<Option<DrainReport>>,
+}
+
+/// The answer to a drain request that did not start the drain.
+fn not_started(r: Option<DrainReport>) -> DrainReport {
+    match r {
+        Some(r) => DrainReport {
+            started: false,
+            ..r
+        },
+        None => DrainReport {
+            started: false,
+            draining: true,
+            handoff_complete: false,
+            hints_handed_off: 0,
+            hints_lost: 0,
+        },
+    }
+}
+
 impl Actor for DrainCoordinator {
     type Msg = DrainMsg;
-    type State = Arc<DrainArgs>;
+    type State = DrainState;
     type Arguments = DrainArgs;
 
     async fn pre_start(
         &self,
         _myself: ActorRef<DrainMsg>,
         args: DrainArgs,
-    ) -> Result<Arc<DrainArgs>, ActorProcessingErr> {
-        Ok(Arc::new(args))
+    ) -> Result<DrainState, ActorProcessingErr> {
+        Ok(DrainState {
+            args: Arc::new(args),
+            running: false,
+            done: watch::channel(None).0,
+        })
     }
 
     async fn handle(
         &self,
         _myself: ActorRef<DrainMsg>,
         msg: DrainMsg,
-        state: &mut Arc<DrainArgs>,
+        st: &mut DrainState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             DrainMsg::Drain(reply) => {
-                if *state.flag.borrow() {
-                    let _ = reply.send(DrainReport {
-                        started: false,
-                        draining: true,
-                        handoff_complete: false,
-                        hints_handed_off: 0,
-                        hints_lost: 0,
+                if *st.args.flag.borrow() {
+                    if !st.running {
+                        // Drained by an earlier instance of this actor: nothing to wait for.
+                        let _ = reply.send(not_started(None));
+                        return Ok(());
+                    }
+                    // A drain is running or done: answer with its report once there is one,
+                    // so a SIGTERM during a `POST /dist/drain` waits for the handoff.
+                    let mut rx = st.done.subscribe();
+                    tokio::spawn(async move {
+                        let r = rx
+                            .wait_for(Option::is_some)
+                            .await
+                            .ok()
+                            .and_then(|r| r.clone());
+                        let _ = reply.send(not_started(r));
                     });
                     return Ok(());
                 }
-                state.flag.send_replace(true);
-                Metrics::inc(&state.metrics.drains_total);
-                state.metrics.draining.store(1, Ordering::Relaxed);
+                st.running = true;
+                st.args.flag.send_replace(true);
+                Metrics::inc(&st.args.metrics.drains_total);
+                st.args.metrics.draining.store(1, Ordering::Relaxed);
                 tracing::info!("drain started: health 503, writes 503 DRAINING");
-                let args = state.clone();
+                let args = st.args.clone();
+                let done = st.done.clone();
                 tokio::spawn(async move {
                     let report = drain(&args).await;
+                    done.send_replace(Some(report.clone()));
                     let _ = reply.send(report);
                 });
             }
             DrainMsg::IsDraining(reply) => {
-                let _ = reply.send(*state.flag.borrow());
+                let _ = reply.send(*st.args.flag.borrow());
             }
         }
         Ok(())
@@ -172,37 +213,65 @@ async fn hand_off_hints(a: &DrainArgs, hints: Vec<(String, KeyedWrite)>) -> (u64
     let mut handed = 0u64;
     let mut left: Vec<(String, KeyedWrite)> = Vec::new();
     for (target, writes) in by_target {
-        let delivered = match (view.ring.contains(&target), view.addr_of(&target)) {
-            (true, Some(addr)) => {
-                let req = Replicate {
-                    writes: writes.clone(),
-                    mode: ApplyMode::Normal,
-                };
-                a.peers.call(addr, req, a.peer_timeout).await.is_ok()
+        for chunk in chunk_writes(writes) {
+            let delivered = match (view.ring.contains(&target), view.addr_of(&target)) {
+                (true, Some(addr)) => {
+                    let req = Replicate {
+                        writes: chunk.clone(),
+                        mode: ApplyMode::Normal,
+                    };
+                    a.peers.call(addr, req, a.peer_timeout).await.is_ok()
+                }
+                _ => false,
+            };
+            if delivered {
+                handed += chunk.len() as u64;
+            } else {
+                left.extend(chunk.into_iter().map(|w| (target.clone(), w)));
             }
-            _ => false,
-        };
-        if delivered {
-            handed += writes.len() as u64;
-        } else {
-            left.extend(writes.into_iter().map(|w| (target.clone(), w)));
         }
     }
     if left.is_empty() {
         return (handed, 0);
     }
-    let n = left.len() as u64;
-    for peer in view.ring.nodes().iter().filter(|p| **p != a.me) {
-        let Some(addr) = view.addr_of(peer) else {
-            continue;
-        };
-        let req = AcceptHints {
-            hints: left.clone(),
-        };
-        if a.peers.call(addr, req, a.peer_timeout).await.is_ok() {
-            return (handed + n, 0);
+    // Hand the rest to the first live peer that takes them, in byte-bounded calls.
+    let mut batches: Vec<Vec<(String, KeyedWrite)>> = vec![Vec::new()];
+    let mut size = 0usize;
+    for (t, w) in left {
+        let n = w.key.len() + w.write.value.as_ref().map_or(0, |v| v.len());
+        if size + n > MAX_BATCH_BYTES && batches.last().is_some_and(|b| !b.is_empty()) {
+            batches.push(Vec::new());
+            size = 0;
+        }
+        size += n;
+        if let Some(b) = batches.last_mut() {
+            b.push((t, w));
         }
     }
-    tracing::warn!(hints = n, "no live peer took the queued hints");
-    (handed, n)
+    let mut lost = 0u64;
+    for batch in batches {
+        let n = batch.len() as u64;
+        let mut taken = false;
+        for peer in view.ring.nodes().iter().filter(|p| **p != a.me) {
+            let Some(addr) = view.addr_of(peer) else {
+                continue;
+            };
+            let req = AcceptHints {
+                hints: batch.clone(),
+            };
+            if a.peers.call(addr, req, a.peer_timeout).await.is_ok() {
+                taken = true;
+                break;
+            }
+        }
+        if taken {
+            handed += n;
+        } else {
+            lost += n;
+        }
+    }
+    if lost > 0 {
+        tracing::warn!(hints = lost, "no live peer took the queued hints");
+    }
+    (handed, lost)
 }

@@ -8,7 +8,7 @@
 use crate::hints::{HintLimits, HintQueue};
 use crate::membership::ClusterView;
 use crate::metrics::Metrics;
-use crate::proto::{KeyedWrite, Replicate};
+use crate::proto::{KeyedWrite, Replicate, MAX_BATCH_BYTES};
 use crate::transport::Peers;
 use crate::types::{now_ms, ApplyMode};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -92,7 +92,9 @@ impl HintState {
             let Some(addr) = view.addr_of(&peer).map(str::to_owned) else {
                 continue;
             };
-            let batch = self.queue.batch(&peer, REPLAY_BATCH);
+            let batch = self
+                .queue
+                .batch(&peer, REPLAY_BATCH, MAX_BATCH_BYTES as u64);
             let Some(last_seq) = batch.last().map(|h| h.seq) else {
                 continue;
             };

@@ -156,12 +156,19 @@ impl HintQueue {
         n
     }
 
-    /// The oldest `max` hints for `peer` (not removed: see [`HintQueue::delivered`]).
-    pub fn batch(&self, peer: &str, max: usize) -> Vec<Hint> {
-        self.peers
-            .get(peer)
-            .map(|q| q.iter().take(max).cloned().collect())
-            .unwrap_or_default()
+    /// The oldest `max` hints for `peer`, at most `max_bytes` of them (at least one),
+    /// not removed: see [`HintQueue::delivered`].
+    pub fn batch(&self, peer: &str, max: usize, max_bytes: u64) -> Vec<Hint> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        for h in self.peers.get(peer).into_iter().flatten().take(max) {
+            if !out.is_empty() && bytes + h.bytes > max_bytes {
+                break;
+            }
+            bytes += h.bytes;
+            out.push(h.clone());
+        }
+        out
     }
 
     /// Removes `peer`'s hints up to and including `last_seq` (a delivered batch; hints
@@ -226,7 +233,7 @@ mod tests {
             q.enqueue("a", kw(&format!("k{i}"), i, 1), 0);
         }
         q.enqueue("b", kw("x", 9, 1), 0);
-        let batch = q.batch("a", 3);
+        let batch = q.batch("a", 3, u64::MAX);
         assert_eq!(
             batch
                 .iter()
@@ -236,7 +243,7 @@ mod tests {
         );
         assert_eq!(q.delivered("a", batch.last().unwrap().seq), 3);
         assert_eq!(q.len_for("a"), 2);
-        assert_eq!(q.batch("a", 10)[0].write.key, "k3");
+        assert_eq!(q.batch("a", 10, u64::MAX)[0].write.key, "k3");
         assert_eq!(q.stats().replayed, 3);
         assert_eq!(q.peers(), vec!["a".to_string(), "b".to_string()]);
     }
@@ -248,7 +255,7 @@ mod tests {
             q.enqueue("a", kw(&format!("k{i}"), i, 1), 0);
         }
         assert_eq!(q.len_for("a"), 3);
-        assert_eq!(q.batch("a", 1)[0].write.key, "k2");
+        assert_eq!(q.batch("a", 1, u64::MAX)[0].write.key, "k2");
         assert_eq!(q.stats().dropped, 2);
         assert_eq!(q.stats().queued, 5);
     }
@@ -268,7 +275,20 @@ mod tests {
         assert!(q.len() <= 6 && q.len() >= 5, "{}", q.len());
         assert_eq!(q.stats().dropped as usize, 50 - q.len());
         // The newest survive.
-        assert!(q.batch("b", 10).iter().any(|h| h.write.key == "k49"));
+        assert!(q
+            .batch("b", 10, u64::MAX)
+            .iter()
+            .any(|h| h.write.key == "k49"));
+    }
+
+    #[test]
+    fn batches_respect_the_byte_cap() {
+        let mut q = HintQueue::new(limits(100, 1 << 20));
+        for i in 0..5 {
+            q.enqueue("a", kw(&format!("k{i}"), i, 1_000), 0);
+        }
+        assert_eq!(q.batch("a", 10, 2_500).len(), 2);
+        assert_eq!(q.batch("a", 10, 10).len(), 1, "at least one hint");
     }
 
     #[test]
@@ -278,7 +298,7 @@ mod tests {
         q.enqueue("a", kw("new", 2, 1), 600);
         assert_eq!(q.expire(999), 0);
         assert_eq!(q.expire(1_000), 1);
-        assert_eq!(q.batch("a", 10)[0].write.key, "new");
+        assert_eq!(q.batch("a", 10, u64::MAX)[0].write.key, "new");
         assert_eq!(q.expire(1_600), 1);
         assert!(q.is_empty());
         assert_eq!(q.bytes(), 0);
@@ -290,11 +310,11 @@ mod tests {
         let mut q = HintQueue::new(limits(2, 1 << 20));
         q.enqueue("a", kw("k0", 0, 1), 0);
         q.enqueue("a", kw("k1", 1, 1), 0);
-        let batch = q.batch("a", 2);
+        let batch = q.batch("a", 2, u64::MAX);
         q.enqueue("a", kw("k2", 2, 1), 0); // drops k0 while the batch is in flight
         q.delivered("a", batch.last().unwrap().seq);
         assert_eq!(
-            q.batch("a", 10)
+            q.batch("a", 10, u64::MAX)
                 .iter()
                 .map(|h| h.write.key.clone())
                 .collect::<Vec<_>>(),

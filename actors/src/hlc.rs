@@ -11,6 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Bits of the stamp that hold the logical counter.
 pub const LOGICAL_BITS: u32 = 16;
 
+/// How far ahead of this node's wall clock a peer's stamp may be. A stamp further ahead
+/// is refused: merging it would push every later version towards the end of the clock.
+pub const MAX_DRIFT_MS: u64 = 60_000;
+
 /// Packs a wall-clock millisecond and a logical counter into one stamp.
 pub fn pack(wall_ms: u64, logical: u64) -> u64 {
     (wall_ms << LOGICAL_BITS) | (logical & ((1 << LOGICAL_BITS) - 1))
@@ -29,7 +33,7 @@ pub fn next_stamp(last: u64, now_ms: u64) -> u64 {
         physical
     } else {
         // Logical overflow carries into the millisecond part, which keeps it monotonic.
-        last + 1
+        last.saturating_add(1)
     }
 }
 
@@ -60,9 +64,14 @@ impl Hlc {
         }
     }
 
-    /// Merges a stamp received from a peer.
-    pub fn observe(&self, remote: u64) {
+    /// Merges a stamp received from a peer; refuses (returns `false`) one whose wall
+    /// clock is more than [`MAX_DRIFT_MS`] ahead of `now_ms`.
+    pub fn observe(&self, remote: u64, now_ms: u64) -> bool {
+        if wall_ms(remote) > now_ms.saturating_add(MAX_DRIFT_MS) {
+            return false;
+        }
         self.last.fetch_max(remote, Ordering::AcqRel);
+        true
     }
 
     /// The last stamp issued or observed.
@@ -89,10 +98,20 @@ mod tests {
     fn observe_pushes_forward() {
         let c = Hlc::new();
         c.now(1_000);
-        c.observe(pack(5_000, 7));
+        assert!(c.observe(pack(5_000, 7), 4_000));
         let n = c.now(1_001);
         assert!(n > pack(5_000, 7));
         assert_eq!(wall_ms(n), 5_000);
+    }
+
+    #[test]
+    fn far_future_stamps_are_refused() {
+        let c = Hlc::new();
+        c.now(1_000);
+        assert!(!c.observe(pack(1_000 + MAX_DRIFT_MS + 1, 0), 1_000));
+        assert!(!c.observe(u64::MAX, 1_000));
+        assert_eq!(wall_ms(c.now(1_000)), 1_000);
+        assert_eq!(next_stamp(u64::MAX, 0), u64::MAX);
     }
 
     #[test]
@@ -111,7 +130,10 @@ mod tests {
         let mut prev = 0;
         for _ in 0..10_000 {
             if rng.random_bool(0.2) {
-                c.observe(pack(rng.random_range(0..10_000), rng.random_range(0..100)));
+                c.observe(
+                    pack(rng.random_range(0..10_000), rng.random_range(0..100)),
+                    10_000,
+                );
             }
             let s = c.now(rng.random_range(0..10_000));
             assert!(s > prev);

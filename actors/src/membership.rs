@@ -226,7 +226,7 @@ impl MembershipState {
             return;
         }
         m.membership_changes_total
-            .fetch_add(version - self.published_version, Relaxed);
+            .fetch_add(version.saturating_sub(self.published_version), Relaxed);
         self.published_version = version;
         let members: Vec<MemberInfo> = self.swim.entries().iter().map(MemberInfo::from).collect();
         let view = ClusterView::build(&self.args.node_id, members, self.args.replication, version);
@@ -365,9 +365,21 @@ impl Actor for MembershipActor {
                 incarnation: m.incarnation,
             })
             .collect();
-        let actions = swim.merge(&previous);
-        myself.send_interval(args.heartbeat, || MembershipMsg::Tick);
+        let left_before = previous
+            .iter()
+            .any(|m| m.id == args.node_id && m.state == WireState::Left);
         let published_version = args.publish.borrow().version;
+        // Our own previous entry is ours, not a rumour to refute: a drain stays a drain.
+        let others: Vec<MemberEntry> = previous
+            .into_iter()
+            .filter(|m| m.id != args.node_id)
+            .collect();
+        let actions = swim.merge(&others);
+        if left_before {
+            swim.leave();
+        }
+        swim.resume_changes(published_version);
+        myself.send_interval(args.heartbeat, || MembershipMsg::Tick);
         let mut state = MembershipState {
             args,
             swim,

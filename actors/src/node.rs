@@ -301,7 +301,10 @@ impl NodeHandle {
     /// fewer when the cluster has fewer members that have not left. Dead members count,
     /// so a node cut off from the rest cannot reach a quorum on its own.
     fn replicas(&self, view: &ClusterView) -> usize {
-        self.config.replication.min(view.members_not_left()).max(1)
+        // Before a node has heard from its peers it knows only itself; counting its
+        // configured seeds keeps it from taking quorum writes alone.
+        let known = view.members_not_left().max(self.config.seeds.len() + 1);
+        self.config.replication.min(known).max(1)
     }
 
     /// Coordinates a write: sends it to every owner in parallel (this node included when
@@ -585,12 +588,16 @@ impl NodeHandle {
     }
 
     /// Dist side: applies writes sent by a coordinator (or a repair), in order. Every
-    /// key is validated before any is applied.
+    /// key is validated before any is applied. A draining node takes none: it is handing
+    /// its keys away, and a copy sent to it could leave with it.
     pub async fn apply_replicated(
         &self,
         writes: Vec<KeyedWrite>,
         mode: ApplyMode,
     ) -> Result<Vec<ApplyOutcome>, CacheError> {
+        if self.is_draining() {
+            return Err(CacheError::Draining);
+        }
         for kw in &writes {
             validate_key(&kw.key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
         }

@@ -69,6 +69,30 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))
 }
 
+/// Most value bytes put in one batched call (replication batches, anti-entropy pushes,
+/// hint replays, drain handoffs), well under [`MAX_DIST_BODY`].
+pub const MAX_BATCH_BYTES: usize = 8 << 20;
+
+/// Splits writes into batches of at most [`MAX_BATCH_BYTES`] of keys and values (a single
+/// larger write gets a batch of its own).
+pub fn chunk_writes(writes: Vec<KeyedWrite>) -> Vec<Vec<KeyedWrite>> {
+    let mut out: Vec<Vec<KeyedWrite>> = Vec::new();
+    let mut size = 0usize;
+    for w in writes {
+        let n = w.key.len() + w.write.value.as_ref().map_or(0, |v| v.len());
+        if out.is_empty() || (size + n > MAX_BATCH_BYTES && !out.last().is_some_and(Vec::is_empty))
+        {
+            out.push(Vec::new());
+            size = 0;
+        }
+        size += n;
+        if let Some(last) = out.last_mut() {
+            last.push(w);
+        }
+    }
+    out
+}
+
 /// One key's write, as replicated.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct KeyedWrite {
@@ -301,6 +325,32 @@ mod tests {
         let bytes = encode(&w);
         // 0xc4 = bin8 marker followed by the length 3.
         assert!(bytes.windows(2).any(|p| p == [0xc4, 3]), "{bytes:?}");
+    }
+
+    #[test]
+    fn chunks_stay_under_the_byte_cap() {
+        let big = |k: &str, n: usize| KeyedWrite {
+            key: k.into(),
+            write: Write {
+                version: Version::default(),
+                value: Some(Bytes::from(vec![0u8; n])),
+                expires_at_ms: None,
+            },
+        };
+        let writes = vec![
+            big("a", 3 << 20),
+            big("b", 3 << 20),
+            big("c", 3 << 20),
+            big("d", 20 << 20),
+            big("e", 1),
+        ];
+        let chunks = chunk_writes(writes);
+        let keys: Vec<Vec<&str>> = chunks
+            .iter()
+            .map(|c| c.iter().map(|w| w.key.as_str()).collect())
+            .collect();
+        assert_eq!(keys, vec![vec!["a", "b"], vec!["c"], vec!["d"], vec!["e"]]);
+        assert!(chunk_writes(Vec::new()).is_empty());
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! `RebalancerActor`: moves keys to their new owners when the ring changes, in throttled
 //! batches ([`crate::rebalance::plan`] decides what moves where). A copy this node no
-//! longer owns is released only after every new owner acknowledged it; a batch that
-//! fails becomes hints for the owners that missed it. With no ring change a tick moves
+//! longer owns is released only after every new owner acknowledged it; such a move that
+//! fails is retried every tick (until the ring changes again); any other failed move
+//! becomes hints for the owners that missed it. With no ring change a tick moves
 //! nothing. The drain coordinator uses [`RebalanceMsg::Flush`] to wait for the handoff of
 //! a leaving node.
 
@@ -9,7 +10,7 @@ use crate::hint_queue::HintMsg;
 use crate::membership::ClusterView;
 use crate::metrics::Metrics;
 use crate::node::ActorSlot;
-use crate::proto::{KeyedWrite, Replicate};
+use crate::proto::{chunk_writes, KeyedWrite, Replicate};
 use crate::rebalance::{plan, Move};
 use crate::ring::Ring;
 use crate::shards::Shards;
@@ -26,8 +27,14 @@ use tokio::sync::watch;
 pub enum RebalanceMsg {
     /// Timer: notice a ring change, plan, and send the next batches.
     Tick,
-    /// A batch finished: `moved` keys acknowledged by all their targets, `failed` not.
-    BatchDone { moved: u64, failed: u64 },
+    /// A batch finished: `moved` keys acknowledged by all their targets, `failed` not;
+    /// `retry` are the failed moves that would release the local copy (tried again next
+    /// tick, so a copy is never dropped before its new owners hold it).
+    BatchDone {
+        moved: u64,
+        failed: u64,
+        retry: Vec<Move>,
+    },
     /// Answered once nothing is pending or in flight (after checking for a ring change):
     /// `true` when every key moved since the last plan was acknowledged.
     Flush(RpcReplyPort<bool>),
@@ -52,6 +59,7 @@ pub struct RebalanceState {
     base: Ring,
     seen: Ring,
     pending: VecDeque<Move>,
+    retry: Vec<Move>,
     in_flight: usize,
     waiters: Vec<RpcReplyPort<bool>>,
     started: Option<Instant>,
@@ -71,7 +79,7 @@ impl RebalanceState {
     async fn tick(&mut self, myself: &ActorRef<RebalanceMsg>) {
         let current = self.args.view.borrow().ring.clone();
         if !same_layout(&current, &self.seen) {
-            if self.pending.is_empty() && self.in_flight == 0 {
+            if self.pending.is_empty() && self.in_flight == 0 && self.retry.is_empty() {
                 self.base = self.seen.clone();
             }
             match self.args.shards.versions().await {
@@ -79,6 +87,7 @@ impl RebalanceState {
                     let moves = plan(&self.args.me, &keys, &self.base, &current);
                     tracing::info!(moves = moves.len(), nodes = ?current.nodes(), "ring changed: rebalance planned");
                     self.pending = moves.into();
+                    self.retry.clear();
                     if !self.pending.is_empty() && self.started.is_none() {
                         self.started = Some(Instant::now());
                         self.failed = 0;
@@ -90,6 +99,7 @@ impl RebalanceState {
                 }
             }
         }
+        self.pending.extend(self.retry.drain(..));
         self.pump(myself);
     }
 
@@ -110,8 +120,12 @@ impl RebalanceState {
             );
             let me = myself.clone();
             tokio::spawn(async move {
-                let (moved, failed) = send_batch(batch, ctx).await;
-                let _ = me.cast(RebalanceMsg::BatchDone { moved, failed });
+                let (moved, failed, retry) = send_batch(batch, ctx).await;
+                let _ = me.cast(RebalanceMsg::BatchDone {
+                    moved,
+                    failed,
+                    retry,
+                });
             });
         }
         if !self.pending.is_empty() {
@@ -126,7 +140,11 @@ impl RebalanceState {
 
     /// When idle: record the duration and answer flush waiters.
     fn settle(&mut self) {
-        if !self.pending.is_empty() || self.in_flight > 0 {
+        if !self.pending.is_empty() || self.in_flight > 0 || !self.retry.is_empty() {
+            return;
+        }
+        // Not idle either while a ring change has not been planned yet.
+        if !same_layout(&self.args.view.borrow().ring, &self.seen) {
             return;
         }
         if let Some(t) = self.started.take() {
@@ -153,14 +171,16 @@ type BatchCtx = (
     Duration,
 );
 
-/// Sends one batch to its targets; releases acknowledged copies; failures become hints.
+/// Sends one batch to its targets; releases acknowledged copies. A failed move that
+/// keeps its copy becomes hints; one that would release its copy is returned for retry.
 async fn send_batch(
     batch: Vec<Move>,
     (shards, peers, view, hints, timeout): BatchCtx,
-) -> (u64, u64) {
+) -> (u64, u64, Vec<Move>) {
     let keys: Vec<String> = batch.iter().map(|m| m.key.clone()).collect();
     let Ok(records) = shards.records(&keys).await else {
-        return (0, batch.len() as u64);
+        let retry: Vec<Move> = batch.iter().filter(|m| m.release).cloned().collect();
+        return (0, batch.len() as u64, retry);
     };
     let mut per_target: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, m) in batch.iter().enumerate() {
@@ -172,42 +192,59 @@ async fn send_batch(
     }
     let mut missed = vec![0usize; batch.len()];
     for (target, idxs) in per_target {
-        let writes: Vec<KeyedWrite> = idxs
+        let writes: Vec<(usize, KeyedWrite)> = idxs
             .iter()
             .filter_map(|i| {
-                records[*i].clone().map(|write| KeyedWrite {
-                    key: batch[*i].key.clone(),
-                    write,
+                records[*i].clone().map(|write| {
+                    (
+                        *i,
+                        KeyedWrite {
+                            key: batch[*i].key.clone(),
+                            write,
+                        },
+                    )
                 })
             })
             .collect();
-        let ok = match view.addr_of(target) {
-            Some(addr) => {
-                let req = Replicate {
-                    writes: writes.clone(),
-                    mode: ApplyMode::Normal,
-                };
-                peers.call(addr, req, timeout).await.is_ok()
-            }
-            None => false,
-        };
-        if !ok {
-            for (i, w) in idxs.iter().zip(writes) {
-                missed[*i] += 1;
-                if let Some(h) = hints.get() {
-                    let _ = h.cast(HintMsg::Enqueue {
-                        peer: target.to_owned(),
-                        write: w,
-                    });
+        let addr = view.addr_of(target);
+        // Batches are split by bytes, one call per chunk.
+        let mut sent = 0;
+        for chunk in chunk_writes(writes.iter().map(|(_, w)| w.clone()).collect()) {
+            let n = chunk.len();
+            let ok = match addr {
+                Some(addr) => {
+                    let req = Replicate {
+                        writes: chunk,
+                        mode: ApplyMode::Normal,
+                    };
+                    peers.call(addr, req, timeout).await.is_ok()
+                }
+                None => false,
+            };
+            if !ok {
+                for (i, w) in &writes[sent..sent + n] {
+                    missed[*i] += 1;
+                    if !batch[*i].release {
+                        if let Some(h) = hints.get() {
+                            let _ = h.cast(HintMsg::Enqueue {
+                                peer: target.to_owned(),
+                                write: w.clone(),
+                            });
+                        }
+                    }
                 }
             }
+            sent += n;
         }
     }
-    let (mut moved, mut failed) = (0, 0);
+    let (mut moved, mut failed, mut retry) = (0, 0, Vec::new());
     for (i, m) in batch.iter().enumerate() {
         let Some(rec) = &records[i] else { continue };
         if missed[i] > 0 {
             failed += 1;
+            if m.release {
+                retry.push(m.clone());
+            }
             continue;
         }
         moved += 1;
@@ -215,7 +252,7 @@ async fn send_batch(
             let _ = shards.release(&m.key, rec.version).await;
         }
     }
-    (moved, failed)
+    (moved, failed, retry)
 }
 
 impl Actor for RebalancerActor {
@@ -234,6 +271,7 @@ impl Actor for RebalancerActor {
             base: ring.clone(),
             seen: ring,
             pending: VecDeque::new(),
+            retry: Vec::new(),
             in_flight: 0,
             waiters: Vec::new(),
             started: None,
@@ -250,7 +288,12 @@ impl Actor for RebalancerActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             RebalanceMsg::Tick => state.tick(&myself).await,
-            RebalanceMsg::BatchDone { moved, failed } => {
+            RebalanceMsg::BatchDone {
+                moved,
+                failed,
+                retry,
+            } => {
+                state.retry.extend(retry);
                 state.in_flight = state.in_flight.saturating_sub(1);
                 state
                     .args

@@ -11,12 +11,13 @@
 //!   `capacity_bytes` (when set): the least recently used entries are evicted first.
 //! - An expired entry is never returned; it is removed when read or by `sweep`.
 //! - A tombstone is kept until its retention has passed, so an older value cannot
-//!   resurrect a deleted key while the tombstone exists.
+//!   resurrect a deleted key while the tombstone exists. An expired value becomes a
+//!   tombstone of its version for the same reason. Tombstones are bounded too: at most
+//!   `capacity_items` per shard, the oldest dropped first (counted).
 
 use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use bytes::Bytes;
 use lru::LruCache;
-use std::collections::HashMap;
 
 /// A live entry.
 #[derive(Debug, Clone)]
@@ -58,6 +59,7 @@ pub struct ShardStats {
     pub writes_stale: u64,
     pub tombstones_purged: u64,
     pub fills_skipped: u64,
+    pub tombstones_evicted: u64,
 }
 
 impl std::ops::AddAssign for ShardStats {
@@ -73,13 +75,14 @@ impl std::ops::AddAssign for ShardStats {
         self.writes_stale += o.writes_stale;
         self.tombstones_purged += o.tombstones_purged;
         self.fills_skipped += o.fills_skipped;
+        self.tombstones_evicted += o.tombstones_evicted;
     }
 }
 
 /// One shard's data.
 pub struct ShardStore {
     live: LruCache<Key, Entry>,
-    tombstones: HashMap<Key, Tombstone>,
+    tombstones: LruCache<Key, Tombstone>,
     limits: ShardLimits,
     bytes: u64,
     stats: ShardStats,
@@ -97,7 +100,7 @@ impl ShardStore {
     pub fn new(limits: ShardLimits) -> Self {
         Self {
             live: LruCache::unbounded(),
-            tombstones: HashMap::new(),
+            tombstones: LruCache::unbounded(),
             limits,
             bytes: 0,
             stats: ShardStats::default(),
@@ -120,8 +123,7 @@ impl ShardStore {
             None => Some(()),
         };
         if found.is_none() {
-            self.remove_live(key);
-            self.stats.expirations += 1;
+            self.expire_to_tombstone(key, now_ms);
         }
         self.stats.misses += 1;
         None
@@ -137,7 +139,7 @@ impl ShardStore {
                 expires_at_ms: st.expires_at_ms,
             });
         }
-        self.tombstones.get(key).map(|t| Write {
+        self.tombstones.peek(key).map(|t| Write {
             version: t.version,
             value: None,
             expires_at_ms: None,
@@ -150,7 +152,7 @@ impl ShardStore {
         self.live
             .peek(key)
             .map(|e| e.version)
-            .or_else(|| self.tombstones.get(key).map(|t| t.version))
+            .or_else(|| self.tombstones.peek(key).map(|t| t.version))
     }
 
     /// True when one more live item would force an eviction.
@@ -204,7 +206,7 @@ impl ShardStore {
                 expires_at_ms: e.expires_at_ms,
             });
         }
-        self.tombstones.get(key).map(|t| Write {
+        self.tombstones.peek(key).map(|t| Write {
             version: t.version,
             value: None,
             expires_at_ms: None,
@@ -219,10 +221,10 @@ impl ShardStore {
         }
         if self
             .tombstones
-            .get(key)
+            .peek(key)
             .is_some_and(|t| t.version == version)
         {
-            return self.tombstones.remove(key).is_some();
+            return self.tombstones.pop(key).is_some();
         }
         false
     }
@@ -242,18 +244,12 @@ impl ShardStore {
             // An already expired value reads exactly like a delete; keeping it as a
             // tombstone still blocks older versions.
             Some(value) if !expired(write.expires_at_ms, now_ms) => {
-                self.tombstones.remove(key);
+                self.tombstones.pop(key);
                 self.insert_live(key, value.clone(), write.version, write.expires_at_ms);
             }
             _ => {
                 self.remove_live(key);
-                self.tombstones.insert(
-                    key.to_owned(),
-                    Tombstone {
-                        version: write.version,
-                        purge_at_ms: now_ms.saturating_add(self.limits.tombstone_retention_ms),
-                    },
-                );
+                self.put_tombstone(key, write.version, now_ms);
             }
         }
         ApplyOutcome::Applied
@@ -296,6 +292,31 @@ impl ShardStore {
         }
     }
 
+    /// Turns an expired live entry into a tombstone of the same version, so a replica
+    /// that still holds an older value cannot bring it back.
+    fn expire_to_tombstone(&mut self, key: &str, now_ms: u64) {
+        if let Some(e) = self.live.pop(key) {
+            self.bytes -= entry_bytes(key, &e.value);
+            self.stats.expirations += 1;
+            self.put_tombstone(key, e.version, now_ms);
+        }
+    }
+
+    fn put_tombstone(&mut self, key: &str, version: Version, now_ms: u64) {
+        self.tombstones.put(
+            key.to_owned(),
+            Tombstone {
+                version,
+                purge_at_ms: now_ms.saturating_add(self.limits.tombstone_retention_ms),
+            },
+        );
+        while self.tombstones.len() > self.limits.capacity_items.max(1) {
+            if self.tombstones.pop_lru().is_some() {
+                self.stats.tombstones_evicted += 1;
+            }
+        }
+    }
+
     fn remove_live(&mut self, key: &str) -> bool {
         match self.live.pop(key) {
             Some(e) => {
@@ -316,12 +337,18 @@ impl ShardStore {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &dead {
-            self.remove_live(k);
+            self.expire_to_tombstone(k, now_ms);
         }
-        self.stats.expirations += dead.len() as u64;
-        let before = self.tombstones.len();
-        self.tombstones.retain(|_, t| t.purge_at_ms > now_ms);
-        self.stats.tombstones_purged += (before - self.tombstones.len()) as u64;
+        let old: Vec<Key> = self
+            .tombstones
+            .iter()
+            .filter(|(_, t)| t.purge_at_ms <= now_ms)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in &old {
+            self.tombstones.pop(k);
+        }
+        self.stats.tombstones_purged += old.len() as u64;
         dead.len() as u64
     }
 
@@ -431,6 +458,36 @@ mod tests {
         assert_eq!(s.sweep(100), 1);
         let st = s.stats();
         assert_eq!((st.items, st.expirations), (1, 2));
+    }
+
+    #[test]
+    fn expiry_leaves_a_tombstone_that_blocks_the_older_value() {
+        let mut s = ShardStore::new(limits(10));
+        s.apply("a", &w(2, Some("new"), Some(100)), 0);
+        assert!(s.get("a", 100).is_none());
+        assert_eq!(s.stats().tombstones, 1);
+        assert_eq!(
+            s.apply("a", &w(1, Some("old"), None), 100),
+            ApplyOutcome::Stale
+        );
+        s.apply("b", &w(2, Some("new"), Some(100)), 0);
+        s.sweep(100);
+        assert_eq!(
+            s.apply("b", &w(1, Some("old"), None), 100),
+            ApplyOutcome::Stale
+        );
+    }
+
+    #[test]
+    fn tombstones_are_bounded() {
+        let mut s = ShardStore::new(limits(3));
+        for i in 0..10u64 {
+            s.apply(&format!("k{i}"), &w(i + 1, None, None), 0);
+        }
+        let st = s.stats();
+        assert_eq!((st.tombstones, st.tombstones_evicted), (3, 7));
+        // The newest tombstones are the ones kept.
+        assert!(s.version_of("k9").is_some() && s.version_of("k0").is_none());
     }
 
     #[test]

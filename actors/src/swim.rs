@@ -172,6 +172,11 @@ impl Swim {
         v
     }
 
+    /// Continues counting from `version` (after a restart of the owning actor).
+    pub fn resume_changes(&mut self, version: u64) {
+        self.changes = self.changes.max(version);
+    }
+
     /// The membership version: effective changes so far.
     pub fn changes(&self) -> u64 {
         self.changes
@@ -476,7 +481,9 @@ impl Swim {
                 continue;
             }
             let changed = match self.members.get(&e.id) {
-                None => true,
+                // A death or leave of a member never known here (or already forgotten)
+                // is not news: adding it back would undo forgetting, cluster-wide.
+                None => matches!(e.state, WireState::Alive | WireState::Suspect),
                 Some(old) => overrides(e, old),
             };
             if !changed {
@@ -807,6 +814,7 @@ mod tests {
         ]);
         assert_eq!(s.me().state, WireState::Left);
         let mut other = node_named("other");
+        other.merge(&[entry("me", WireState::Alive, 0)]);
         other.merge(&[s.me().clone()]);
         assert_eq!(other.member("me").unwrap().state, WireState::Left);
     }
@@ -848,6 +856,11 @@ mod tests {
     fn forgotten_after_dead_timeout() {
         let mut s = node();
         let acts = s.merge(&[entry("a", WireState::Dead, 0)]);
+        s.merge(&[entry("never-known", WireState::Dead, 0)]);
+        assert!(
+            s.member("never-known").is_none(),
+            "unknown deaths are not adopted"
+        );
         let t = acts
             .iter()
             .find_map(|a| match a {
@@ -859,6 +872,9 @@ mod tests {
             })
             .unwrap();
         s.on_timer(t);
+        assert!(s.member("a").is_none());
+        // Gossip of the death from a peer that has not forgotten yet does not bring it back.
+        s.merge(&[entry("a", WireState::Dead, 0)]);
         assert!(s.member("a").is_none());
     }
 }

@@ -224,7 +224,11 @@ impl Peers {
         let bytes = self.transport.post(addr, R::PATH, body, timeout).await?;
         let env: Envelope<R::Reply> =
             decode(&bytes).map_err(|e| TransportError::Decode(e.to_string()))?;
-        self.hlc.observe(env.hlc);
+        if !self.hlc.observe(env.hlc, crate::types::now_ms()) {
+            return Err(TransportError::Decode(
+                "peer clock is too far ahead (more than 60 s)".into(),
+            ));
+        }
         Ok(env.body)
     }
 }

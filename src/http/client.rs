@@ -80,6 +80,9 @@ pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The longest ttl accepted.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// Parses `ttl`: a Go-style or humantime duration; `0` (or absent) means no expiry.
 pub fn parse_ttl(q: &[(String, String)]) -> Result<Option<Duration>, CacheError> {
     let Some((_, raw)) = q.iter().find(|(k, _)| k == "ttl") else {
@@ -89,6 +92,9 @@ pub fn parse_ttl(q: &[(String, String)]) -> Result<Option<Duration>, CacheError>
         Ok(d) if d.is_zero() => Ok(None),
         Ok(d) if d < Duration::from_millis(1) => Err(CacheError::BadRequest(format!(
             "invalid ttl {raw:?}: the smallest ttl is 1ms"
+        ))),
+        Ok(d) if d > MAX_TTL => Err(CacheError::BadRequest(format!(
+            "invalid ttl {raw:?}: the largest ttl is 100 years"
         ))),
         Ok(d) => Ok(Some(d)),
         Err(DurationError::Negative) => Err(CacheError::BadRequest(format!(
@@ -268,6 +274,7 @@ mod tests {
         assert_eq!(parse_ttl(&q("ttl=0")).unwrap(), None);
         let neg = parse_ttl(&q("ttl=-5s")).unwrap_err().to_string();
         assert!(neg.contains("negative") && neg.contains("-5s"), "{neg}");
+        assert!(parse_ttl(&q("ttl=1000000h")).is_err());
         let bad = parse_ttl(&q("ttl=soon")).unwrap_err().to_string();
         assert!(bad.contains("\"soon\""), "{bad}");
     }

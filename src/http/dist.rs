@@ -66,7 +66,17 @@ where
             "link cut by fault injection",
         ));
     }
-    s.node.hlc.observe(env.hlc);
+    if !s
+        .node
+        .hlc
+        .observe(env.hlc, hypercache_actors::types::now_ms())
+    {
+        return Err(CacheError::BadRequest(format!(
+            "sender clock is more than {} ms ahead of this node's",
+            hypercache_actors::hlc::MAX_DRIFT_MS
+        ))
+        .into());
+    }
     let reply = handle(s.clone(), env.from, env.body).await?;
     let out = encode(&s.node.peers.envelope(reply));
     Ok((

@@ -111,6 +111,12 @@ fn store_rows(st: &ShardStats) -> Vec<(&'static str, &'static str, &'static str,
             st.tombstones_purged,
         ),
         (
+            "tombstones_evicted_total",
+            "Tombstones dropped (oldest first) because a shard held as many as its item capacity.",
+            "counter",
+            st.tombstones_evicted,
+        ),
+        (
             "repair_fills_skipped_total",
             "Repair writes (anti-entropy, read repair) of missing keys refused because the shard was full.",
             "counter",

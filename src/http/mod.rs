@@ -81,9 +81,10 @@ pub fn authorized(expected: Option<&[u8]>, got: Option<&[u8]>) -> bool {
 /// Middleware for protected routes: bounds in-flight requests (503 OVERLOADED with
 /// `Retry-After` past the bound), then checks the bearer token (401 JSON).
 pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    // Membership probes bypass the in-flight bound: a busy node must still answer its
-    // peers' pings, or they would declare it dead and move its keys away.
-    let probe = g.listener == Listener::Dist && req.uri().path().starts_with("/dist/v1/ping");
+    // Direct membership probes bypass the in-flight bound: a busy node must still answer
+    // its peers' pings, or they would declare it dead and move its keys away. (Ping-reqs,
+    // which make outbound calls, stay bounded.)
+    let probe = g.listener == Listener::Dist && req.uri().path() == "/dist/v1/ping";
     let permit = if probe {
         None
     } else {
