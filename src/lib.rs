@@ -83,6 +83,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (node, mut root_done) = hypercache_actors::start(config.node_config(), metrics)
         .await
         .map_err(|e| RunError::Actors(e.to_string()))?;
+    let node = Arc::new(node);
     let state = AppState {
         node: node.clone(),
         config: config.clone(),

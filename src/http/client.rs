@@ -187,7 +187,10 @@ async fn put_key(
     // Checked before the body is read: a write that arrives during a drain is refused
     // at once; one whose body was already streaming when the drain began completes.
     s.node.admit_write()?;
-    let value = read_body(&headers, body, s.config.max_value_bytes).await?;
+    // A one-chunk body is a slice of the connection's read buffer: stored as is, it would
+    // keep that whole buffer alive for as long as the value lives. Copy it out.
+    let value =
+        bytes::Bytes::copy_from_slice(&read_body(&headers, body, s.config.max_value_bytes).await?);
     let bytes = value.len();
     let ack = s.node.put(&key, value, ttl, level).await?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics.puts_total);

@@ -20,9 +20,10 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 /// What every handler gets: the node's mailbox handle and the effective configuration.
+/// Behind `Arc`s: axum clones the state for every request.
 #[derive(Clone)]
 pub struct AppState {
-    pub node: NodeHandle,
+    pub node: Arc<NodeHandle>,
     pub config: Arc<Config>,
 }
 
@@ -39,7 +40,7 @@ pub enum Listener {
 pub struct Guard {
     expected: Option<Arc<Vec<u8>>>,
     inflight: Arc<Semaphore>,
-    node: NodeHandle,
+    node: Arc<NodeHandle>,
     listener: Listener,
 }
 
@@ -55,7 +56,7 @@ impl Drop for InFlight<'_> {
 }
 
 impl Guard {
-    pub fn new(config: &Config, node: NodeHandle, listener: Listener) -> Self {
+    pub fn new(config: &Config, node: Arc<NodeHandle>, listener: Listener) -> Self {
         Self {
             listener,
             expected: config
@@ -112,7 +113,11 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
 }
 
 /// Middleware: records request latency under a route label.
-pub async fn record_latency(State(node): State<NodeHandle>, req: Request, next: Next) -> Response {
+pub async fn record_latency(
+    State(node): State<Arc<NodeHandle>>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let route = route_label(
         req.method(),
