@@ -32,6 +32,16 @@ pub enum TransportError {
     Cut,
 }
 
+impl TransportError {
+    fn from_reqwest(e: reqwest::Error) -> Self {
+        if e.is_timeout() {
+            TransportError::Timeout
+        } else {
+            TransportError::Unreachable(e.to_string())
+        }
+    }
+}
+
 /// Sends one request body to a peer and returns the reply body.
 pub trait Transport: Send + Sync + 'static {
     /// POSTs `body` to `path` on the dist listener at `addr` (`host:port`).
@@ -85,21 +95,9 @@ impl Transport for HttpTransport {
             req = req.header("authorization", a);
         }
         Box::pin(async move {
-            let resp = req.send().await.map_err(|e| {
-                if e.is_timeout() {
-                    TransportError::Timeout
-                } else {
-                    TransportError::Unreachable(e.to_string())
-                }
-            })?;
+            let resp = req.send().await.map_err(TransportError::from_reqwest)?;
             let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.map_err(|e| {
-                if e.is_timeout() {
-                    TransportError::Timeout
-                } else {
-                    TransportError::Unreachable(e.to_string())
-                }
-            })?;
+            let bytes = resp.bytes().await.map_err(TransportError::from_reqwest)?;
             if status != 200 {
                 return Err(TransportError::Status {
                     status,
