@@ -60,9 +60,8 @@ async fn write_anywhere_read_everywhere_delete_everywhere() {
 #[tokio::test]
 async fn kill_9_writes_keep_succeeding_and_restart_rejoins() {
     let mut c = Cluster::start(5, &[("REPLICATION", "3")]).await;
-    c.node_mut(5).signal(libc::SIGKILL);
     let killed = Instant::now();
-    let _ = c.node_mut(5).wait_exit(Duration::from_secs(5)).await;
+    c.node_mut(5).kill9().await;
     // Immediately after the kill, before failure detection: every write succeeds.
     for i in 0..50 {
         let r = c.node(1).put(&format!("k{i}"), format!("v{i}")).await;
@@ -239,8 +238,7 @@ async fn consistency_levels_per_request() {
     let r = c.node(1).put_q("k", "consistency=maybe", "v").await;
     let s = r.status().as_u16();
     assert_error(s, &r.text().await.unwrap(), 400, "BAD_REQUEST");
-    c.node_mut(3).signal(libc::SIGKILL);
-    let _ = c.node_mut(3).wait_exit(Duration::from_secs(5)).await;
+    c.node_mut(3).kill9().await;
     let r = c.node(1).put_q("k", "consistency=all", "v2").await;
     let s = r.status().as_u16();
     assert_error(s, &r.text().await.unwrap(), 503, "QUORUM_FAILED");

@@ -423,8 +423,7 @@ async fn node_restarted_empty_gets_all_its_keys_back() {
         .iter()
         .filter(|k| ring.owners(k).contains(&"node-3"))
         .count() as u64;
-    c.node_mut(3).signal(libc::SIGKILL);
-    let _ = c.node_mut(3).wait_exit(Duration::from_secs(5)).await;
+    c.node_mut(3).kill9().await;
     let started = Instant::now();
     c.node_mut(3).spawn();
     c.node_mut(3).wait_healthy().await;
@@ -503,8 +502,7 @@ async fn draining_nodes_one_by_one_under_load_loses_nothing() {
 async fn full_node_evictions_are_not_undone_by_anti_entropy() {
     let mut c = Cluster::start(3, &env(&[])).await;
     // Restart node-3 small: 2 shards of 16 items.
-    c.node_mut(3).signal(libc::SIGKILL);
-    let _ = c.node_mut(3).wait_exit(Duration::from_secs(5)).await;
+    c.node_mut(3).kill9().await;
     c.node_mut(3)
         .env
         .insert("HYPERCACHE_CAPACITY".into(), "32".into());

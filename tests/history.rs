@@ -137,8 +137,7 @@ async fn no_acknowledged_write_lost_no_deleted_key_returns() {
     // The nemesis: one node at a time.
     tokio::time::sleep(Duration::from_secs(1)).await;
     faulted.store(4, Ordering::Relaxed);
-    c.node_mut(5).signal(libc::SIGKILL);
-    let _ = c.node_mut(5).wait_exit(Duration::from_secs(5)).await;
+    c.node_mut(5).kill9().await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     c.node_mut(5).spawn();
     c.node_mut(5).wait_healthy().await;

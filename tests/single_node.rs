@@ -426,26 +426,9 @@ async fn sigterm_drains_finishes_in_flight_and_exits_0() {
     let mut n = Node::start("n1", &[("DRAIN_LINGER", "1s"), ("SHUTDOWN_GRACE", "10s")]).await;
     n.put("before", "x").await;
     // A slow write: headers and half the body now, the rest after the signal.
-    let mut slow = raw_connect(n.api).await;
-    slow.write_all(b"PUT /v1/cache/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nhello")
-        .await
-        .unwrap();
-    // Let the server start handling it.
-    eventually(
-        "slow request to be in flight",
-        Duration::from_secs(5),
-        || async {
-            let m = n.mgmt_json("/dist/metrics").await;
-            (m["client_requests_in_flight"].as_u64()? == 1).then_some(())
-        },
-    )
-    .await;
+    let mut slow = n.start_slow_put("slow", 10, b"hello").await;
     n.signal(libc::SIGTERM);
-    eventually("health 503", Duration::from_secs(5), || async {
-        let r = n.http.get(n.mgmt_url("/health")).send().await.ok()?;
-        (r.status() == 503).then_some(())
-    })
-    .await;
+    n.wait_draining().await;
     // New writes during the drain are refused; reads still work.
     let (s, b) = text(n.put("during", "y").await).await;
     assert_error(s, &b, 503, "DRAINING");
@@ -475,11 +458,7 @@ async fn sigterm_drains_finishes_in_flight_and_exits_0() {
 async fn second_signal_exits_at_once() {
     let mut n = Node::start("n1", &[("DRAIN_LINGER", "60s")]).await;
     n.signal(libc::SIGTERM);
-    eventually("health 503", Duration::from_secs(5), || async {
-        let r = n.http.get(n.mgmt_url("/health")).send().await.ok()?;
-        (r.status() == 503).then_some(())
-    })
-    .await;
+    n.wait_draining().await;
     n.signal(libc::SIGINT);
     let status = n.wait_exit(Duration::from_secs(5)).await;
     assert_eq!(status.code(), Some(130));
@@ -488,19 +467,8 @@ async fn second_signal_exits_at_once() {
 #[tokio::test]
 async fn overload_answers_503_with_retry_after() {
     let n = Node::start("n1", &[("MAX_INFLIGHT", "1")]).await;
-    let mut slow = raw_connect(n.api).await;
-    slow.write_all(b"PUT /v1/cache/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\na")
-        .await
-        .unwrap();
-    eventually(
-        "the slow request to hold the only slot",
-        Duration::from_secs(5),
-        || async {
-            let m = n.mgmt_json("/dist/metrics").await;
-            (m["client_requests_in_flight"].as_u64()? == 1).then_some(())
-        },
-    )
-    .await;
+    // The slow request holds the only slot.
+    let mut slow = n.start_slow_put("slow", 2, b"a").await;
     let r = eventually(
         "a request to be refused",
         Duration::from_secs(5),

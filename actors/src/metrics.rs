@@ -64,6 +64,7 @@ define_metrics! {
     gauge hints_pending: "Hints queued now.",
     gauge hints_bytes: "Bytes held by queued hints.",
     counter read_repairs_total: "Newest versions pushed to stale owners after a read.",
+    counter read_repair_failures_total: "Read repairs that did not reach the stale owner (anti-entropy covers them).",
     counter read_repairs_coalesced_total: "Read repairs skipped because the same (peer, key) was in flight or too many were.",
     counter anti_entropy_rounds_total: "Anti-entropy rounds completed.",
     counter anti_entropy_keys_pushed_total: "Keys sent to peers by anti-entropy.",

@@ -157,7 +157,8 @@ pub async fn start(
     let (drain_tx, drain_rx) = watch::channel(false);
     let hlc = Arc::new(Hlc::new());
     let faults = Arc::new(Faults::default());
-    let http = HttpTransport::new(config.auth_token.clone());
+    let http = HttpTransport::new(config.auth_token.clone())
+        .map_err(|e| CacheError::Internal(format!("peer HTTP client: {e}")))?;
     #[cfg(feature = "test-hooks")]
     let transport: Arc<dyn Transport> = Arc::new(crate::transport::FaultyTransport {
         inner: http,

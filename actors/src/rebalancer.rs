@@ -249,7 +249,10 @@ async fn send_batch(
         }
         moved += 1;
         if m.release {
-            let _ = shards.release(&m.key, rec.version).await;
+            // A copy rewritten meanwhile is kept (false); a shard error leaves an extra copy.
+            if let Err(e) = shards.release(&m.key, rec.version).await {
+                tracing::warn!(key = %m.key, error = %e, "could not release a handed-off copy");
+            }
         }
     }
     (moved, failed, retry)

@@ -87,11 +87,13 @@ impl Actor for RepairActor {
                 let peers = state.args.peers.clone();
                 let shards = state.args.shards.clone();
                 let timeout = state.args.peer_timeout;
+                let metrics = state.args.metrics.clone();
                 tokio::spawn(async move {
-                    match addr {
-                        None => {
-                            let _ = shards.apply_mode(&key, write, ApplyMode::Fill).await;
-                        }
+                    let ok = match addr {
+                        None => shards
+                            .apply_mode(&key, write, ApplyMode::Fill)
+                            .await
+                            .is_ok(),
                         Some(addr) => {
                             let req = Replicate {
                                 writes: vec![KeyedWrite {
@@ -100,8 +102,13 @@ impl Actor for RepairActor {
                                 }],
                                 mode: ApplyMode::Fill,
                             };
-                            let _ = peers.call(&addr, req, timeout).await;
+                            peers.call(&addr, req, timeout).await.is_ok()
                         }
+                    };
+                    if !ok {
+                        // Anti-entropy repairs it at its next round.
+                        Metrics::inc(&metrics.read_repair_failures_total);
+                        tracing::debug!(%peer, %key, "read repair failed");
                     }
                     let _ = myself.cast(RepairMsg::Done { peer, key });
                 });

@@ -61,19 +61,19 @@ pub struct HttpTransport {
 }
 
 impl HttpTransport {
-    /// `token` is sent as `Authorization: Bearer <token>` on every call.
-    pub fn new(token: Option<String>) -> Self {
+    /// `token` is sent as `Authorization: Bearer <token>` on every call. Fails only if
+    /// the HTTP client cannot be built (no fall-back to a client without these settings).
+    pub fn new(token: Option<String>) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(Duration::from_secs(60))
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
-            .build()
-            .unwrap_or_default();
-        Self {
+            .build()?;
+        Ok(Self {
             client,
             auth: token.map(|t| format!("Bearer {t}")),
-        }
+        })
     }
 }
 

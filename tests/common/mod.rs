@@ -222,6 +222,48 @@ impl Node {
         }
     }
 
+    /// `kill -9` and wait until the process is gone.
+    pub async fn kill9(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.wait_exit(Duration::from_secs(5)).await;
+    }
+
+    /// Waits until `/health` on the management listener answers 503 (draining).
+    pub async fn wait_draining(&self) {
+        eventually("health 503", Duration::from_secs(5), || async {
+            let r = self.http.get(self.mgmt_url("/health")).send().await.ok()?;
+            (r.status() == 503).then_some(())
+        })
+        .await;
+    }
+
+    /// Starts a PUT of `key` whose body (`content_length` bytes) arrives slowly: sends the
+    /// headers and `first` now and returns the connection, once the server is handling it.
+    pub async fn start_slow_put(
+        &self,
+        key: &str,
+        content_length: usize,
+        first: &[u8],
+    ) -> tokio::net::TcpStream {
+        use tokio::io::AsyncWriteExt;
+        let mut s = raw_connect(self.api).await;
+        let head = format!(
+            "PUT /v1/cache/{key} HTTP/1.1\r\nHost: x\r\nContent-Length: {content_length}\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        s.write_all(first).await.unwrap();
+        eventually(
+            "the slow request to be in flight",
+            Duration::from_secs(5),
+            || async {
+                let m = self.mgmt_json("/dist/metrics").await;
+                (m["client_requests_in_flight"].as_u64()? == 1).then_some(())
+            },
+        )
+        .await;
+        s
+    }
+
     /// Waits for the process to exit, up to `deadline`.
     pub async fn wait_exit(&mut self, deadline: Duration) -> ExitStatus {
         let end = Instant::now() + deadline;
