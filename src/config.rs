@@ -6,6 +6,7 @@
 //! There is no silent fall-back: a variable that is set must parse.
 
 use crate::duration::{parse_duration, parse_size, DurationError};
+use hypercache_actors::proto::MAX_BATCH_CALLS;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -103,6 +104,13 @@ pub struct Config {
     pub dead_timeout: Duration,
     #[serde(with = "ms")]
     pub peer_timeout: Duration,
+    pub peer_queue_items: usize,
+    pub peer_queue_bytes: u64,
+    pub peer_batch_items: usize,
+    pub peer_batch_bytes: u64,
+    pub peer_pipeline: usize,
+    #[serde(with = "ms")]
+    pub read_hedge: Duration,
     #[serde(with = "ms")]
     pub hint_ttl: Duration,
     #[serde(with = "ms")]
@@ -195,6 +203,12 @@ pub const KNOWN: &[&str] = &[
     "REBALANCE_BATCH",
     "REBALANCE_CONCURRENCY",
     "DRAIN_TIMEOUT",
+    "PEER_QUEUE_ITEMS",
+    "PEER_QUEUE_BYTES",
+    "PEER_BATCH_ITEMS",
+    "PEER_BATCH_BYTES",
+    "PEER_PIPELINE",
+    "READ_HEDGE",
 ];
 
 struct Reader<'a> {
@@ -404,6 +418,17 @@ impl Config {
                 )));
             }
         }
+        let peer_batch_bytes = r
+            .size("PEER_BATCH_BYTES", Some(4 << 20))?
+            .unwrap_or(4 << 20);
+        if peer_batch_bytes > 32 << 20 {
+            let (var, v) = r.raw("PEER_BATCH_BYTES").unwrap_or_default();
+            return Err(Reader::err(
+                &var,
+                &v,
+                "at most 32MiB (a batch travels in one dist request, whose body is capped at 64MiB)",
+            ));
+        }
         let auth_token = r
             .raw("AUTH_TOKEN")
             .map(|(_, v)| v)
@@ -462,6 +487,14 @@ impl Config {
             suspect_timeout: r.duration("SUSPECT_TIMEOUT", heartbeat * 3, ms(10))?,
             dead_timeout: r.duration("DEAD_TIMEOUT", ms(3_600_000), ms(10))?,
             peer_timeout: r.duration("PEER_TIMEOUT", ms(2_000), ms(1))?,
+            peer_queue_items: r.number("PEER_QUEUE_ITEMS", 8192, 1, 1 << 24)?,
+            peer_queue_bytes: r
+                .size("PEER_QUEUE_BYTES", Some(64 << 20))?
+                .unwrap_or(64 << 20),
+            peer_batch_items: r.number("PEER_BATCH_ITEMS", 256, 1, MAX_BATCH_CALLS)?,
+            peer_batch_bytes,
+            peer_pipeline: r.number("PEER_PIPELINE", 4, 1, 64)?,
+            read_hedge: r.duration("READ_HEDGE", ms(20), ms(1))?,
             hint_ttl,
             hint_replay: r.duration("HINT_REPLAY", ms(200), ms(1))?,
             rebalance_interval: r.duration("REBALANCE_INTERVAL", ms(250), ms(1))?,
@@ -524,6 +557,15 @@ impl Config {
             },
             auth_token: self.auth_token.clone(),
             peer_timeout: self.peer_timeout,
+            peer_limits: hypercache_actors::PeerLimits {
+                queue_items: self.peer_queue_items,
+                queue_bytes: usize::try_from(self.peer_queue_bytes).unwrap_or(usize::MAX),
+                batch_items: self.peer_batch_items,
+                batch_bytes: usize::try_from(self.peer_batch_bytes).unwrap_or(usize::MAX),
+                pipeline: self.peer_pipeline,
+            },
+            read_hedge: self.read_hedge,
+            rng_seed: None,
             write_consistency: self.write_consistency,
             read_consistency: self.read_consistency,
             hint_limits: hypercache_actors::hints::HintLimits {

@@ -263,7 +263,7 @@ async fn consistency_levels_per_request() {
 async fn bad_input_on_the_dist_listener_changes_nothing() {
     let c = Cluster::start(2, &[("AUTH_TOKEN", TOKEN)]).await;
     let n = c.node(1);
-    let url = n.dist_url("/dist/v1/replicate");
+    let url = n.dist_url("/dist/v2/batch");
     let raw = reqwest::Client::new();
     let r = raw.post(&url).body(vec![1, 2, 3]).send().await.unwrap();
     assert_eq!(r.status(), 401);
@@ -286,7 +286,7 @@ async fn bad_input_on_the_dist_listener_changes_nothing() {
     assert_error(s, &r.text().await.unwrap(), 400, "BAD_REQUEST");
     // A well-formed envelope of the wrong protocol version.
     let env = serde_json::json!({"v": 99, "from": "x", "from_addr": "x:1", "hlc": 1,
-        "body": {"writes": [{"key": "k", "write": {"version": {"hlc": 1, "origin": 1}, "value": null, "expires_at_ms": null}}]}});
+        "body": {"calls": [{"Replicate": {"writes": [{"key": "k", "write": {"version": {"hlc": 1, "origin": 1}, "value": null, "expires_at_ms": null}}]}}]}});
     let bytes = rmp_serde::to_vec_named(&env).unwrap();
     let r = raw
         .post(&url)
@@ -297,16 +297,53 @@ async fn bad_input_on_the_dist_listener_changes_nothing() {
         .unwrap();
     let s = r.status().as_u16();
     let b = r.text().await.unwrap();
-    assert_error(s, &b, 400, "BAD_REQUEST");
-    assert!(b.contains("version"), "{b}");
+    assert_error(s, &b, 400, "PROTOCOL_VERSION");
+    assert!(b.contains("version 99"), "{b}");
+    // A peer of protocol version 1 (one route per call) is refused the same way.
+    let r = raw
+        .post(n.dist_url("/dist/v1/replicate"))
+        .bearer_auth(TOKEN)
+        .body(vec![1, 2, 3])
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let b = r.text().await.unwrap();
+    assert_error(s, &b, 400, "PROTOCOL_VERSION");
+    // A batch with a bad key: refused item by item; a probe route carrying a write: 400.
+    let env = serde_json::json!({"v": 2, "from": "x", "from_addr": "x:1", "hlc": 1,
+        "body": {"calls": [{"Replicate": {"writes": [{"key": "", "write": {"version": {"hlc": 1, "origin": 1}, "value": null, "expires_at_ms": null}}]}}]}});
+    let bytes = rmp_serde::to_vec_named(&env).unwrap();
+    let r = raw
+        .post(n.dist_url("/dist/v2/probe"))
+        .bearer_auth(TOKEN)
+        .body(bytes.clone())
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    assert_error(s, &r.text().await.unwrap(), 400, "BAD_REQUEST");
+    let r = raw
+        .post(&url)
+        .bearer_auth(TOKEN)
+        .body(bytes)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reply: serde_json::Value = rmp_serde::from_slice(&r.bytes().await.unwrap()).unwrap();
+    assert_eq!(
+        reply["body"]["results"][0]["Err"]["code"], "BAD_REQUEST",
+        "{reply}"
+    );
     // Oversize body, refused from its Content-Length.
     let mut conn = raw_connect(n.dist).await;
     use tokio::io::AsyncWriteExt;
-    conn.write_all(format!("POST /dist/v1/replicate HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n", 65 << 20).as_bytes()).await.unwrap();
+    conn.write_all(format!("POST /dist/v2/batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\nContent-Length: {}\r\n\r\n", 65 << 20).as_bytes()).await.unwrap();
     let (s, b) = raw_read_response(&mut conn).await;
     assert_error(s, &b, 413, "PAYLOAD_TOO_LARGE");
     let r = raw
-        .post(n.dist_url("/dist/v1/nope"))
+        .post(n.dist_url("/dist/v2/nope"))
         .bearer_auth(TOKEN)
         .send()
         .await

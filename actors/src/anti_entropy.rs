@@ -11,9 +11,9 @@
 use crate::membership::ClusterView;
 use crate::merkle::{bucket_of, reconcile, MerkleTree};
 use crate::metrics::Metrics;
+use crate::peer::PeerClient;
 use crate::proto::{chunk_writes, AeCompare, AeFetch, KeyedWrite, Replicate};
 use crate::shards::Shards;
-use crate::transport::Peers;
 use crate::types::{ApplyMode, ApplyOutcome, Key, Version};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
@@ -49,9 +49,8 @@ pub struct RoundReport {
 pub struct AeContext {
     pub me: String,
     pub shards: Shards,
-    pub peers: Peers,
+    pub peers: PeerClient,
     pub view: watch::Receiver<Arc<ClusterView>>,
-    pub peer_timeout: Duration,
     pub max_keys: usize,
 }
 
@@ -113,9 +112,6 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
         })
         .collect();
     for peer in view.ring.nodes().iter().filter(|p| **p != ctx.me) {
-        let Some(addr) = view.addr_of(peer).map(str::to_owned) else {
-            continue;
-        };
         report.peers += 1;
         let shared: Vec<(Key, Version)> = mine
             .iter()
@@ -126,11 +122,10 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
         let reply = match ctx
             .peers
             .call(
-                &addr,
+                peer,
                 AeCompare {
                     leaves: tree.leaves.clone(),
                 },
-                ctx.peer_timeout,
             )
             .await
         {
@@ -180,7 +175,7 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
                     writes,
                     mode: ApplyMode::Fill,
                 };
-                match ctx.peers.call(&addr, req, ctx.peer_timeout).await {
+                match ctx.peers.call(peer, req).await {
                     Ok(_) => report.pushed += n,
                     Err(_) => report.errors += 1,
                 }
@@ -190,7 +185,7 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
             let req = AeFetch {
                 keys: chunk.to_vec(),
             };
-            let Ok(reply) = ctx.peers.call(&addr, req, ctx.peer_timeout).await else {
+            let Ok(reply) = ctx.peers.call(peer, req).await else {
                 report.errors += 1;
                 break;
             };

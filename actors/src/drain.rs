@@ -10,10 +10,10 @@
 use crate::hint_queue::HintMsg;
 use crate::membership::{ClusterView, MembershipMsg};
 use crate::metrics::Metrics;
-use crate::node::ActorSlot;
+use crate::peer::PeerClient;
 use crate::proto::{chunk_writes, AcceptHints, KeyedWrite, Replicate, MAX_BATCH_BYTES};
 use crate::rebalancer::RebalanceMsg;
-use crate::transport::Peers;
+use crate::slot::ActorSlot;
 use crate::types::ApplyMode;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -50,14 +50,13 @@ pub enum DrainMsg {
 pub struct DrainArgs {
     /// The published flag; kept across restarts so a drain stays one-way.
     pub flag: Arc<watch::Sender<bool>>,
-    pub membership: ActorRef<MembershipMsg>,
+    pub membership: ActorSlot<MembershipMsg>,
     pub rebalancer: ActorSlot<RebalanceMsg>,
     pub hints: ActorSlot<HintMsg>,
-    pub peers: Peers,
+    pub peers: PeerClient,
     pub view: watch::Receiver<Arc<ClusterView>>,
     pub me: String,
     pub drain_timeout: Duration,
-    pub peer_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -157,7 +156,7 @@ impl Actor for DrainCoordinator {
 async fn drain(a: &DrainArgs) -> DrainReport {
     // Leave the ring: peers (and this node's coordinator) stop routing writes here.
     if a.membership
-        .call(MembershipMsg::Leave, Some(Duration::from_secs(5)))
+        .call(MembershipMsg::Leave, Duration::from_secs(5))
         .await
         .is_err()
     {
@@ -214,15 +213,12 @@ async fn hand_off_hints(a: &DrainArgs, hints: Vec<(String, KeyedWrite)>) -> (u64
     let mut left: Vec<(String, KeyedWrite)> = Vec::new();
     for (target, writes) in by_target {
         for chunk in chunk_writes(writes) {
-            let delivered = match (view.ring.contains(&target), view.addr_of(&target)) {
-                (true, Some(addr)) => {
-                    let req = Replicate {
-                        writes: chunk.clone(),
-                        mode: ApplyMode::Normal,
-                    };
-                    a.peers.call(addr, req, a.peer_timeout).await.is_ok()
-                }
-                _ => false,
+            let delivered = view.ring.contains(&target) && {
+                let req = Replicate {
+                    writes: chunk.clone(),
+                    mode: ApplyMode::Normal,
+                };
+                a.peers.call(&target, req).await.is_ok()
             };
             if delivered {
                 handed += chunk.len() as u64;
@@ -238,7 +234,7 @@ async fn hand_off_hints(a: &DrainArgs, hints: Vec<(String, KeyedWrite)>) -> (u64
     let mut batches: Vec<Vec<(String, KeyedWrite)>> = vec![Vec::new()];
     let mut size = 0usize;
     for (t, w) in left {
-        let n = w.key.len() + w.write.value.as_ref().map_or(0, |v| v.len());
+        let n = w.weight();
         if size + n > MAX_BATCH_BYTES && batches.last().is_some_and(|b| !b.is_empty()) {
             batches.push(Vec::new());
             size = 0;
@@ -253,13 +249,10 @@ async fn hand_off_hints(a: &DrainArgs, hints: Vec<(String, KeyedWrite)>) -> (u64
         let n = batch.len() as u64;
         let mut taken = false;
         for peer in view.ring.nodes().iter().filter(|p| **p != a.me) {
-            let Some(addr) = view.addr_of(peer) else {
-                continue;
-            };
             let req = AcceptHints {
                 hints: batch.clone(),
             };
-            if a.peers.call(addr, req, a.peer_timeout).await.is_ok() {
+            if a.peers.call(peer, req).await.is_ok() {
                 taken = true;
                 break;
             }

@@ -8,8 +8,8 @@
 use crate::hints::{HintLimits, HintQueue};
 use crate::membership::ClusterView;
 use crate::metrics::Metrics;
+use crate::peer::PeerClient;
 use crate::proto::{KeyedWrite, Replicate, MAX_BATCH_BYTES};
-use crate::transport::Peers;
 use crate::types::{now_ms, ApplyMode};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -50,8 +50,7 @@ pub struct HintStatus {
 pub struct HintArgs {
     pub limits: HintLimits,
     pub replay_interval: Duration,
-    pub peer_timeout: Duration,
-    pub peers: Peers,
+    pub peers: PeerClient,
     pub view: watch::Receiver<Arc<ClusterView>>,
     pub metrics: Arc<Metrics>,
 }
@@ -89,9 +88,6 @@ impl HintState {
             if !view.ring.contains(&peer) {
                 continue;
             }
-            let Some(addr) = view.addr_of(&peer).map(str::to_owned) else {
-                continue;
-            };
             let batch = self
                 .queue
                 .batch(&peer, REPLAY_BATCH, MAX_BATCH_BYTES as u64);
@@ -104,10 +100,9 @@ impl HintState {
                 mode: ApplyMode::Normal,
             };
             let peers = self.args.peers.clone();
-            let timeout = self.args.peer_timeout;
             let me = myself.clone();
             tokio::spawn(async move {
-                let msg = match peers.call(&addr, req, timeout).await {
+                let msg = match peers.call(&peer, req).await {
                     Ok(_) => HintMsg::Delivered { peer, last_seq },
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "hint replay failed; retrying next tick");

@@ -8,10 +8,10 @@
 //! casts its result back. Does not own key data.
 
 use crate::metrics::Metrics;
-use crate::proto::{Ack, MemberEntry, Ping, PingReqReply, WireState};
+use crate::proto::{Ack, MemberEntry, Ping, PingReq, PingReqReply, WireState};
 use crate::ring::{Ring, VIRTUAL_NODES};
 use crate::swim::{Action, SeedPeer, Swim, SwimConfig, SwimStats, Timer};
-use crate::transport::Peers;
+use crate::transport::Wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
@@ -166,7 +166,13 @@ pub enum MembershipMsg {
         ping: Ping,
         reply: RpcReplyPort<Ack>,
     },
-    /// Merge gossip that arrived some other way (e.g. on a ping-req).
+    /// A peer asks this node to probe one of its members (SWIM indirect probe);
+    /// answered once the target acked or the probe timed out.
+    PingReq {
+        req: PingReq,
+        reply: RpcReplyPort<PingReqReply>,
+    },
+    /// Merge gossip that arrived some other way.
     Merge(Vec<MemberEntry>),
     /// Our full member list, to gossip; answered with it.
     Gossip(RpcReplyPort<Vec<MemberEntry>>),
@@ -186,8 +192,10 @@ pub struct MembershipArgs {
     pub seeds: Vec<SeedPeer>,
     pub heartbeat: Duration,
     pub swim: SwimConfig,
-    pub peers: Peers,
+    pub wire: Wire,
     pub metrics: Arc<Metrics>,
+    /// Seed of the probe order; `None` draws one.
+    pub rng_seed: Option<u64>,
     /// Where the current view is published; kept across restarts of this actor.
     pub publish: Arc<watch::Sender<Arc<ClusterView>>>,
 }
@@ -256,7 +264,7 @@ impl MembershipState {
                     myself.send_after(after, move || MembershipMsg::Timer(timer));
                 }
                 Action::Ping { addr, ping } => {
-                    let peers = self.args.peers.clone();
+                    let peers = self.args.wire.clone();
                     let me = myself.clone();
                     let timeout = self.args.swim.probe_timeout;
                     let seq = ping.seq;
@@ -275,7 +283,7 @@ impl MembershipState {
                     });
                 }
                 Action::PingReq { relay_addr, req } => {
-                    let peers = self.args.peers.clone();
+                    let peers = self.args.wire.clone();
                     let me = myself.clone();
                     let timeout = self.args.swim.indirect_timeout;
                     let seq = req.seq;
@@ -287,6 +295,46 @@ impl MembershipState {
                 }
             }
         }
+    }
+
+    /// Probes `req.target_id` for a peer, at the address this node knows for it (never
+    /// an address the request names: a relay only reaches known members). Unknown or
+    /// self targets are answered "not acked" at once.
+    fn relay(
+        &self,
+        myself: &ActorRef<MembershipMsg>,
+        req: PingReq,
+        reply: RpcReplyPort<PingReqReply>,
+    ) {
+        let members = self.swim.entries();
+        let target = members
+            .iter()
+            .find(|m| m.id == req.target_id && m.id != self.args.node_id)
+            .map(|m| m.addr.clone());
+        let Some(addr) = target else {
+            let _ = reply.send(PingReqReply {
+                acked: false,
+                members,
+            });
+            return;
+        };
+        let wire = self.args.wire.clone();
+        let timeout = self.args.swim.probe_timeout;
+        let me = myself.clone();
+        let ping = Ping {
+            seq: 0,
+            members: members.clone(),
+        };
+        tokio::spawn(async move {
+            let acked = match wire.call(&addr, ping, timeout).await {
+                Ok(ack) => {
+                    let _ = me.cast(MembershipMsg::Acked(ack));
+                    true
+                }
+                Err(_) => false,
+            };
+            let _ = reply.send(PingReqReply { acked, members });
+        });
     }
 
     fn heartbeat(&self) -> HeartbeatInfo {
@@ -316,7 +364,7 @@ impl MembershipState {
 }
 
 /// Tells every live peer at once that this node leaves, instead of waiting for gossip.
-async fn announce_leave(peers: Peers, entries: Vec<MemberEntry>, me: String, timeout: Duration) {
+async fn announce_leave(peers: Wire, entries: Vec<MemberEntry>, me: String, timeout: Duration) {
     let ping = Ping {
         seq: 0,
         members: entries.clone(),
@@ -350,7 +398,7 @@ impl Actor for MembershipActor {
             &args.advertise,
             args.seeds.clone(),
             args.swim.clone(),
-            rand::random(),
+            args.rng_seed.unwrap_or_else(rand::random),
         );
         // After a restart of this actor, start from what was last published.
         let previous: Vec<MemberEntry> = args
@@ -412,6 +460,11 @@ impl Actor for MembershipActor {
                 let _ = reply.send(ack);
                 actions
             }
+            MembershipMsg::PingReq { req, reply } => {
+                let actions = state.swim.merge(&req.members);
+                state.relay(&myself, req, reply);
+                actions
+            }
             MembershipMsg::Merge(entries) => state.swim.merge(&entries),
             MembershipMsg::Gossip(reply) => {
                 let _ = reply.send(state.swim.entries());
@@ -429,7 +482,7 @@ impl Actor for MembershipActor {
                 state.swim.leave();
                 state.publish_if_changed();
                 let announce = announce_leave(
-                    state.args.peers.clone(),
+                    state.args.wire.clone(),
                     state.swim.entries(),
                     state.args.node_id.clone(),
                     state.args.swim.probe_timeout,

@@ -17,6 +17,8 @@ macro_rules! define_metrics {
             $( #[doc = $help] pub $name: AtomicU64, )*
             /// Request latency per route.
             pub latency: RouteLatency,
+            /// Queue and batch figures per peer (label `peer`).
+            pub peers: PeerMetrics,
         }
 
         impl Metrics {
@@ -79,6 +81,12 @@ define_metrics! {
     gauge rebalance_pending: "Keys waiting to be moved.",
     gauge rebalance_last_duration_ms: "Duration of the last completed rebalance, in milliseconds.",
     counter drain_hints_handed_off_total: "Hints delivered or handed to a peer while draining.",
+    counter peer_batches_total: "Dist batch requests sent to peers (all peer actors).",
+    counter peer_batch_calls_total: "Calls carried by those batches; divided by peer_batches_total it is the mean batch size.",
+    counter peer_batch_failures_total: "Dist batch requests that failed as a whole (timeout, unreachable, bad reply).",
+    counter peer_queue_overflows_total: "Calls refused because a peer's queue was full (writes among them went to hints).",
+    counter peer_calls_expired_total: "Calls that waited in a peer's queue past the peer timeout and were failed unsent.",
+    counter read_hedges_total: "Reads at `one` that asked a further owner because the first had not answered within HYPERCACHE_READ_HEDGE.",
 }
 
 impl Metrics {
@@ -87,6 +95,121 @@ impl Metrics {
         counter.fetch_add(1, Relaxed);
     }
 }
+
+/// Queue and batch figures of one peer actor.
+#[derive(Debug, Default)]
+pub struct PeerGauges {
+    /// Calls queued now.
+    pub queue_items: AtomicU64,
+    /// Key and value bytes queued now.
+    pub queue_bytes: AtomicU64,
+    /// Batch requests in flight now.
+    pub in_flight: AtomicU64,
+    /// Batch requests sent.
+    pub batches_total: AtomicU64,
+    /// Calls sent in those batches.
+    pub calls_total: AtomicU64,
+    /// Calls refused because the queue was full.
+    pub overflows_total: AtomicU64,
+    /// Largest batch sent, in calls.
+    pub max_batch: AtomicU64,
+}
+
+/// [`PeerGauges`] by peer id; a peer actor registers its own when it starts.
+#[derive(Debug, Default)]
+pub struct PeerMetrics {
+    by_peer: std::sync::RwLock<std::collections::BTreeMap<String, std::sync::Arc<PeerGauges>>>,
+}
+
+impl PeerMetrics {
+    /// The gauges of `peer`, created on first use (kept across restarts of its actor).
+    pub fn of(&self, peer: &str) -> std::sync::Arc<PeerGauges> {
+        if let Some(g) = self
+            .by_peer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+        {
+            return g.clone();
+        }
+        self.by_peer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(peer.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Forgets a peer that left.
+    pub fn remove(&self, peer: &str) {
+        self.by_peer
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(peer);
+    }
+
+    /// `(peer, [(series, value)])` for every peer, series named without the prefix.
+    pub fn rows(&self) -> Vec<(String, [(&'static str, u64); 7])> {
+        self.by_peer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, g)| {
+                (
+                    p.clone(),
+                    [
+                        ("peer_queue_items", g.queue_items.load(Relaxed)),
+                        ("peer_queue_bytes", g.queue_bytes.load(Relaxed)),
+                        ("peer_in_flight", g.in_flight.load(Relaxed)),
+                        ("peer_batches", g.batches_total.load(Relaxed)),
+                        ("peer_calls", g.calls_total.load(Relaxed)),
+                        ("peer_overflows", g.overflows_total.load(Relaxed)),
+                        ("peer_max_batch", g.max_batch.load(Relaxed)),
+                    ],
+                )
+            })
+            .collect()
+    }
+}
+
+/// Help text of the per-peer series (label `peer`).
+const PEER_SERIES_HELP: [(&str, &str, &str); 7] = [
+    (
+        "peer_queue_items",
+        "gauge",
+        "Calls queued for the peer now.",
+    ),
+    (
+        "peer_queue_bytes",
+        "gauge",
+        "Key and value bytes queued for the peer now.",
+    ),
+    (
+        "peer_in_flight",
+        "gauge",
+        "Batch requests to the peer in flight now.",
+    ),
+    (
+        "peer_batches",
+        "counter",
+        "Batch requests sent to the peer.",
+    ),
+    (
+        "peer_calls",
+        "counter",
+        "Calls sent to the peer in batches.",
+    ),
+    (
+        "peer_overflows",
+        "counter",
+        "Calls refused because the peer's queue was full.",
+    ),
+    (
+        "peer_max_batch",
+        "gauge",
+        "Largest batch sent to the peer, in calls.",
+    ),
+];
 
 /// Upper bounds of the latency buckets, in seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [
@@ -170,6 +293,19 @@ pub fn render_prometheus(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> Stri
         let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
         let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
     }
+    let rows = m.peers.rows();
+    for (i, (series, kind, help)) in PEER_SERIES_HELP.iter().enumerate() {
+        let suffix = if *kind == "counter" { "_total" } else { "" };
+        let _ = writeln!(out, "# HELP hypercache_{series}{suffix} {help}");
+        let _ = writeln!(out, "# TYPE hypercache_{series}{suffix} {kind}");
+        for (peer, values) in &rows {
+            let _ = writeln!(
+                out,
+                "hypercache_{series}{suffix}{{peer=\"{peer}\"}} {}",
+                values[i].1
+            );
+        }
+    }
     out
 }
 
@@ -189,6 +325,15 @@ pub fn render_json(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> serde_json
         );
     }
     map.insert("request_latency".into(), lat.into());
+    let mut peers = serde_json::Map::new();
+    for (peer, values) in m.peers.rows() {
+        let obj: serde_json::Map<String, serde_json::Value> = values
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).into()))
+            .collect();
+        peers.insert(peer, obj.into());
+    }
+    map.insert("peers".into(), peers.into());
     serde_json::Value::Object(map)
 }
 
@@ -209,7 +354,15 @@ mod tests {
             "hypercache_request_duration_seconds_bucket{route=\"cache_put\",le=\"0.0005\"} 1"
         ));
         assert!(text.contains("hypercache_request_duration_seconds_count{route=\"other\"} 1"));
+        m.peers.of("node-2").queue_items.store(7, Relaxed);
+        let text = render_prometheus(&m, &[]);
+        assert!(
+            text.contains("hypercache_peer_queue_items{peer=\"node-2\"} 7"),
+            "{text}"
+        );
+        assert!(text.contains("hypercache_peer_batches_total{peer=\"node-2\"} 0"));
         let json = render_json(&m, &[]);
+        assert_eq!(json["peers"]["node-2"]["peer_queue_items"], 7);
         assert_eq!(json["puts_total"], 1);
         assert_eq!(json["request_latency"]["cache_put"]["count"], 1);
     }

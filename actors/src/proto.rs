@@ -1,29 +1,157 @@
-//! The peer (dist) wire protocol: msgpack bodies with named fields, each request type
-//! bound to its reply type and route by [`Rpc`], all wrapped in an [`Envelope`] that
-//! carries the protocol version, the sender and its clock.
+//! The peer (dist) wire protocol: msgpack bodies with named fields. Every peer call is
+//! one item of a [`Batch`] posted to [`BATCH_PATH`]; the [`BatchReply`] carries one
+//! result per item, in order. Each request type is bound to its reply type by [`Rpc`],
+//! and the whole batch travels in an [`Envelope`] that carries the protocol version,
+//! the sender and its clock.
 //!
 //! Owns encoding and decoding only. Compatibility rule: a node accepts envelopes whose
 //! `v` equals [`PROTOCOL_VERSION`]; new optional fields may be added without a bump
 //! (unknown fields are ignored, missing optional ones default), anything else bumps it.
+//! A node refuses any other version with a 400 whose code is
+//! [`VERSION_MISMATCH_CODE`], and the sender logs it (docs/architecture.md, "Rolling
+//! upgrades").
 
 use crate::types::{ApplyMode, ApplyOutcome, Key, Version, Write};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-/// Version marker of the peer protocol.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version marker of the peer protocol. Version 1 had one route per request type;
+/// version 2 batches every call into [`Batch`].
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The one route of the peer protocol on the dist listener (POST).
+pub const BATCH_PATH: &str = "/dist/v2/batch";
+
+/// The route of SWIM pings: the same envelope and batch, but it carries pings only and
+/// skips the listener's in-flight bound, so a busy node still answers its prober.
+pub const PROBE_PATH: &str = "/dist/v2/probe";
+
+/// Error code of a refused envelope whose protocol version differs.
+pub const VERSION_MISMATCH_CODE: &str = "PROTOCOL_VERSION";
 
 /// Largest dist request body accepted, in bytes (values are at most 4 MiB by default;
 /// batches are split to stay under this).
 pub const MAX_DIST_BODY: usize = 64 << 20;
 
-/// A request type, its reply type and its route on the dist listener.
-pub trait Rpc: Serialize + DeserializeOwned + Send + 'static {
-    /// Route on the dist listener (POST).
-    const PATH: &'static str;
+/// A request type and its reply type: how it travels as a [`Call`] and comes back as a
+/// [`CallReply`].
+pub trait Rpc: Send + 'static {
     /// What the peer answers.
-    type Reply: Serialize + DeserializeOwned + Send + 'static;
+    type Reply: Send + 'static;
+    /// Wraps the request as a batch item.
+    fn into_call(self) -> Call;
+    /// Unwraps the reply; `None` when the peer answered with another reply type.
+    fn from_reply(reply: CallReply) -> Option<Self::Reply>;
 }
+
+/// One request of a [`Batch`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Call {
+    Replicate(Replicate),
+    Read(Read),
+    Ping(Ping),
+    PingReq(PingReq),
+    AeCompare(AeCompare),
+    AeFetch(AeFetch),
+    AcceptHints(AcceptHints),
+}
+
+impl Call {
+    /// A short name for logs and errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Call::Replicate(_) => "replicate",
+            Call::Read(_) => "read",
+            Call::Ping(_) => "ping",
+            Call::PingReq(_) => "ping-req",
+            Call::AeCompare(_) => "ae-compare",
+            Call::AeFetch(_) => "ae-fetch",
+            Call::AcceptHints(_) => "accept-hints",
+        }
+    }
+
+    /// Bytes of keys and values this call carries (what batch byte bounds count).
+    pub fn weight(&self) -> usize {
+        const OVERHEAD: usize = 32;
+        OVERHEAD
+            + match self {
+                Call::Replicate(r) => r.writes.iter().map(KeyedWrite::weight).sum(),
+                Call::Read(r) => r.key.len(),
+                Call::Ping(p) => p.members.len() * 64,
+                Call::PingReq(p) => p.members.len() * 64 + p.target_id.len(),
+                Call::AeCompare(c) => c.leaves.len() * 8,
+                Call::AeFetch(f) => f.keys.iter().map(String::len).sum(),
+                Call::AcceptHints(h) => h.hints.iter().map(|(t, w)| t.len() + w.weight()).sum(),
+            }
+    }
+}
+
+/// The answer to one [`Call`], same variant order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum CallReply {
+    Replicate(ReplicateReply),
+    Read(ReadReply),
+    Ack(Ack),
+    PingReq(PingReqReply),
+    AeCompare(AeCompareReply),
+    AeFetch(AeFetchReply),
+    AcceptHints(AcceptHintsReply),
+}
+
+/// Why the peer refused one item of a batch (the others are unaffected).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ItemError {
+    /// One of the client API's error codes (`BAD_REQUEST`, `DRAINING`, `INTERNAL`, ...).
+    pub code: String,
+    pub message: String,
+}
+
+/// Every peer call travels as an item of one of these.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Batch {
+    pub calls: Vec<Call>,
+}
+
+/// A [`Batch`] serialised from borrowed calls (the sender keeps them, to hint the
+/// writes of a failed batch); the same bytes as `Batch`.
+#[derive(Debug, Serialize)]
+pub struct BatchRef<'a> {
+    pub calls: &'a [Call],
+}
+
+/// One result per call of a [`Batch`], in order.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BatchReply {
+    pub results: Vec<Result<CallReply, ItemError>>,
+}
+
+/// Most calls a batch may carry; a peer refuses a larger one.
+pub const MAX_BATCH_CALLS: usize = 4096;
+
+macro_rules! rpc {
+    ($req:ident => $reply:ident, $call:ident, $ret:ident) => {
+        impl Rpc for $req {
+            type Reply = $reply;
+            fn into_call(self) -> Call {
+                Call::$call(self)
+            }
+            fn from_reply(reply: CallReply) -> Option<$reply> {
+                match reply {
+                    CallReply::$ret(r) => Some(r),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+rpc!(Replicate => ReplicateReply, Replicate, Replicate);
+rpc!(Read => ReadReply, Read, Read);
+rpc!(Ping => Ack, Ping, Ack);
+rpc!(PingReq => PingReqReply, PingReq, PingReq);
+rpc!(AeCompare => AeCompareReply, AeCompare, AeCompare);
+rpc!(AeFetch => AeFetchReply, AeFetch, AeFetch);
+rpc!(AcceptHints => AcceptHintsReply, AcceptHints, AcceptHints);
 
 /// Every peer message travels in one of these.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -79,7 +207,7 @@ pub fn chunk_writes(writes: Vec<KeyedWrite>) -> Vec<Vec<KeyedWrite>> {
     let mut out: Vec<Vec<KeyedWrite>> = Vec::new();
     let mut size = 0usize;
     for w in writes {
-        let n = w.key.len() + w.write.value.as_ref().map_or(0, |v| v.len());
+        let n = w.weight();
         if out.is_empty() || (size + n > MAX_BATCH_BYTES && !out.last().is_some_and(Vec::is_empty))
         {
             out.push(Vec::new());
@@ -100,6 +228,13 @@ pub struct KeyedWrite {
     pub write: Write,
 }
 
+impl KeyedWrite {
+    /// Key and value bytes (what byte bounds on batches and queues count).
+    pub fn weight(&self) -> usize {
+        self.key.len() + self.write.value.as_ref().map_or(0, |v| v.len())
+    }
+}
+
 /// Apply writes (values or tombstones) to the receiver's store, last-write-wins.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Replicate {
@@ -115,11 +250,6 @@ pub struct ReplicateReply {
     pub outcomes: Vec<ApplyOutcome>,
 }
 
-impl Rpc for Replicate {
-    const PATH: &'static str = "/dist/v1/replicate";
-    type Reply = ReplicateReply;
-}
-
 /// Read the receiver's record of a key (live value or tombstone) with its version.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Read {
@@ -130,11 +260,6 @@ pub struct Read {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct ReadReply {
     pub record: Option<Write>,
-}
-
-impl Rpc for Read {
-    const PATH: &'static str = "/dist/v1/read";
-    type Reply = ReadReply;
 }
 
 /// Liveness of a member on the wire.
@@ -173,11 +298,6 @@ pub struct Ack {
     pub members: Vec<MemberEntry>,
 }
 
-impl Rpc for Ping {
-    const PATH: &'static str = "/dist/v1/ping";
-    type Reply = Ack;
-}
-
 /// Ask the receiver to probe `target` on the sender's behalf (SWIM indirect probe).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PingReq {
@@ -194,11 +314,6 @@ pub struct PingReqReply {
     pub members: Vec<MemberEntry>,
 }
 
-impl Rpc for PingReq {
-    const PATH: &'static str = "/dist/v1/ping-req";
-    type Reply = PingReqReply;
-}
-
 /// Anti-entropy: the sender's Merkle leaves over the keys both nodes own.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AeCompare {
@@ -210,11 +325,6 @@ pub struct AeCompare {
 pub struct AeCompareReply {
     pub buckets: Vec<u32>,
     pub entries: Vec<(Key, Version)>,
-}
-
-impl Rpc for AeCompare {
-    const PATH: &'static str = "/dist/v1/ae/compare";
-    type Reply = AeCompareReply;
 }
 
 /// Anti-entropy: the receiver's records of `keys`.
@@ -229,11 +339,6 @@ pub struct AeFetchReply {
     pub records: Vec<Option<Write>>,
 }
 
-impl Rpc for AeFetch {
-    const PATH: &'static str = "/dist/v1/ae/fetch";
-    type Reply = AeFetchReply;
-}
-
 /// Drain handoff: hints a leaving node could not deliver, for the receiver to queue.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AcceptHints {
@@ -245,11 +350,6 @@ pub struct AcceptHints {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AcceptHintsReply {
     pub accepted: u64,
-}
-
-impl Rpc for AcceptHints {
-    const PATH: &'static str = "/dist/v1/hints";
-    type Reply = AcceptHintsReply;
 }
 
 #[cfg(test)]

@@ -9,12 +9,12 @@
 use crate::hint_queue::HintMsg;
 use crate::membership::ClusterView;
 use crate::metrics::Metrics;
-use crate::node::ActorSlot;
+use crate::peer::PeerClient;
 use crate::proto::{chunk_writes, KeyedWrite, Replicate};
 use crate::rebalance::{plan, Move};
 use crate::ring::Ring;
 use crate::shards::Shards;
-use crate::transport::Peers;
+use crate::slot::ActorSlot;
 use crate::types::ApplyMode;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::collections::{HashMap, VecDeque};
@@ -44,13 +44,12 @@ pub enum RebalanceMsg {
 pub struct RebalanceArgs {
     pub me: String,
     pub shards: Shards,
-    pub peers: Peers,
+    pub peers: PeerClient,
     pub view: watch::Receiver<Arc<ClusterView>>,
     pub hints: ActorSlot<HintMsg>,
     pub interval: Duration,
     pub batch_size: usize,
     pub concurrency: usize,
-    pub peer_timeout: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -116,7 +115,6 @@ impl RebalanceState {
                 self.args.peers.clone(),
                 self.args.view.borrow().clone(),
                 self.args.hints.clone(),
-                self.args.peer_timeout,
             );
             let me = myself.clone();
             tokio::spawn(async move {
@@ -163,19 +161,13 @@ impl RebalanceState {
     }
 }
 
-type BatchCtx = (
-    Shards,
-    Peers,
-    Arc<ClusterView>,
-    ActorSlot<HintMsg>,
-    Duration,
-);
+type BatchCtx = (Shards, PeerClient, Arc<ClusterView>, ActorSlot<HintMsg>);
 
 /// Sends one batch to its targets; releases acknowledged copies. A failed move that
 /// keeps its copy becomes hints; one that would release its copy is returned for retry.
 async fn send_batch(
     batch: Vec<Move>,
-    (shards, peers, view, hints, timeout): BatchCtx,
+    (shards, peers, view, hints): BatchCtx,
 ) -> (u64, u64, Vec<Move>) {
     let keys: Vec<String> = batch.iter().map(|m| m.key.clone()).collect();
     let Ok(records) = shards.records(&keys).await else {
@@ -206,31 +198,26 @@ async fn send_batch(
                 })
             })
             .collect();
-        let addr = view.addr_of(target);
+        let known = view.addr_of(target).is_some();
         // Batches are split by bytes, one call per chunk.
         let mut sent = 0;
         for chunk in chunk_writes(writes.iter().map(|(_, w)| w.clone()).collect()) {
             let n = chunk.len();
-            let ok = match addr {
-                Some(addr) => {
-                    let req = Replicate {
-                        writes: chunk,
-                        mode: ApplyMode::Normal,
-                    };
-                    peers.call(addr, req, timeout).await.is_ok()
-                }
-                None => false,
+            let ok = known && {
+                let req = Replicate {
+                    writes: chunk,
+                    mode: ApplyMode::Normal,
+                };
+                peers.call(target, req).await.is_ok()
             };
             if !ok {
                 for (i, w) in &writes[sent..sent + n] {
                     missed[*i] += 1;
                     if !batch[*i].release {
-                        if let Some(h) = hints.get() {
-                            let _ = h.cast(HintMsg::Enqueue {
-                                peer: target.to_owned(),
-                                write: w.clone(),
-                            });
-                        }
+                        hints.cast(HintMsg::Enqueue {
+                            peer: target.to_owned(),
+                            write: w.clone(),
+                        });
                     }
                 }
             }

@@ -6,24 +6,23 @@
 //! Pushes use [`ApplyMode::Fill`], so a full replica is not made to evict for a repair.
 
 use crate::metrics::Metrics;
+use crate::peer::PeerClient;
 use crate::proto::{KeyedWrite, Replicate};
 use crate::shards::Shards;
-use crate::transport::Peers;
 use crate::types::{ApplyMode, Key, Write};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Repairs in flight at most.
 pub const MAX_IN_FLIGHT: usize = 10_000;
 
 /// Messages of the repair actor.
 pub enum RepairMsg {
-    /// Push `write` of `key` to the owner `peer` (node id) at `addr` (`None`: this node).
+    /// Push `write` of `key` to the owner `peer` (node id; `local` when it is this node).
     Repair {
         peer: String,
-        addr: Option<String>,
+        local: bool,
         key: Key,
         write: Write,
     },
@@ -33,10 +32,9 @@ pub enum RepairMsg {
 
 /// Start-up arguments.
 pub struct RepairArgs {
-    pub peers: Peers,
+    pub peers: PeerClient,
     pub shards: Shards,
     pub metrics: Arc<Metrics>,
-    pub peer_timeout: Duration,
 }
 
 /// State: what is in flight.
@@ -73,7 +71,7 @@ impl Actor for RepairActor {
         match msg {
             RepairMsg::Repair {
                 peer,
-                addr,
+                local,
                 key,
                 write,
             } => {
@@ -86,15 +84,15 @@ impl Actor for RepairActor {
                 Metrics::inc(&state.args.metrics.read_repairs_total);
                 let peers = state.args.peers.clone();
                 let shards = state.args.shards.clone();
-                let timeout = state.args.peer_timeout;
                 let metrics = state.args.metrics.clone();
                 tokio::spawn(async move {
-                    let ok = match addr {
-                        None => shards
+                    let ok = if local {
+                        shards
                             .apply_mode(&key, write, ApplyMode::Fill)
                             .await
-                            .is_ok(),
-                        Some(addr) => {
+                            .is_ok()
+                    } else {
+                        {
                             let req = Replicate {
                                 writes: vec![KeyedWrite {
                                     key: key.clone(),
@@ -102,7 +100,7 @@ impl Actor for RepairActor {
                                 }],
                                 mode: ApplyMode::Fill,
                             };
-                            peers.call(&addr, req, timeout).await.is_ok()
+                            peers.call(&peer, req).await.is_ok()
                         }
                     };
                     if !ok {

@@ -8,29 +8,36 @@
 //! ├── RebalancerActor       restart (from the current ring; anti-entropy finishes an interrupted migration)
 //! ├── RepairActor           restart (in-flight repairs are forgotten; anti-entropy covers them)
 //! ├── HintQueueActor        restart empty (lost hints are repaired by anti-entropy)
+//! ├── PeerActor × peers     one per remote member not known to have left, started and
+//! │                         stopped as the published view changes; restart (its queued
+//! │                         calls fail, writes among them were hinted or are repaired)
 //! └── ShardActor × N        restart empty; the shard table gets the new reference
 //! ```
 //!
-//! Policy: a child that fails (panic or `Err` from a handler) is restarted. More than
+//! Policy: a child that fails (panic or `Err` from a handler) is restarted; the root
+//! knows each child by its [`Child`] kind, recorded when it spawned it. More than
 //! [`MAX_RESTARTS`] restarts within [`RESTART_WINDOW`] escalate: the root stops, and the
 //! process exits non-zero so its own supervisor (systemd, compose, Kubernetes) restarts
 //! it. A child that stops normally is not restarted. On stop the root stops its children
-//! in order: drain coordinator, membership, then shards.
+//! in order: drain coordinator, membership, background actors, peers, then shards.
 
 use crate::anti_entropy::{AeArgs, AeContext, AeMsg, AntiEntropyActor};
+use crate::config::NodeConfig;
 use crate::drain::{DrainArgs, DrainCoordinator, DrainMsg};
 use crate::hint_queue::{HintArgs, HintMsg, HintQueueActor};
-use crate::membership::ClusterView;
-use crate::membership::{MembershipActor, MembershipArgs, MembershipMsg};
+use crate::membership::{ClusterView, MembershipActor, MembershipArgs, MembershipMsg};
 use crate::metrics::Metrics;
-use crate::node::{ActorSlot, NodeConfig};
+use crate::peer::{PeerActor, PeerArgs, PeerClient, PeerMsg, PeerTable};
+use crate::proto::WireState;
 use crate::rebalancer::{RebalanceArgs, RebalanceMsg, RebalancerActor};
 use crate::repair::{RepairActor, RepairArgs, RepairMsg};
 use crate::shard::{ShardActor, ShardArgs};
 use crate::shards::Shards;
+use crate::slot::ActorSlot;
 use crate::store::ShardLimits;
-use ractor::{Actor, ActorCell, ActorProcessingErr, ActorRef, SupervisionEvent};
-use std::collections::VecDeque;
+use crate::transport::Wire;
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -40,28 +47,53 @@ pub const MAX_RESTARTS: usize = 20;
 /// The window over which restarts are counted.
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
-/// The root takes no requests; it only supervises.
-pub enum RootMsg {}
+/// Messages of the root.
+pub enum RootMsg {
+    /// The published view changed: start, re-address or stop peer actors.
+    ViewChanged,
+}
 
-/// Everything the root needs to build (and rebuild) its children.
-pub struct RootArgs {
-    pub config: NodeConfig,
-    pub metrics: Arc<Metrics>,
-    pub shards: Shards,
+/// Which child an actor is; how the root knows what to restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Child {
+    Shard(usize),
+    Membership,
+    Drain,
+    Hints,
+    Repair,
+    Rebalancer,
+    AntiEntropy,
+    Peer(String),
+}
+
+/// The replaceable references of the singleton children, shared with the node handle.
+#[derive(Clone, Default)]
+pub struct Slots {
     pub membership: ActorSlot<MembershipMsg>,
     pub drain: ActorSlot<DrainMsg>,
     pub hints: ActorSlot<HintMsg>,
     pub repair: ActorSlot<RepairMsg>,
     pub rebalancer: ActorSlot<RebalanceMsg>,
     pub anti_entropy: ActorSlot<AeMsg>,
-    pub view: Arc<watch::Sender<Arc<ClusterView>>>,
-    pub draining: Arc<watch::Sender<bool>>,
-    pub peers: crate::transport::Peers,
 }
 
-/// The root's state: its arguments plus the restart history.
+/// Everything the root needs to build (and rebuild) its children.
+pub struct RootArgs {
+    pub config: Arc<NodeConfig>,
+    pub metrics: Arc<Metrics>,
+    pub shards: Shards,
+    pub slots: Slots,
+    pub view: Arc<watch::Sender<Arc<ClusterView>>>,
+    pub draining: Arc<watch::Sender<bool>>,
+    pub wire: Wire,
+    pub peer_table: PeerTable,
+    pub peers: PeerClient,
+}
+
+/// The root's state: its arguments, its children by id, and the restart history.
 pub struct RootState {
     args: RootArgs,
+    children: HashMap<ActorId, Child>,
     restarts: VecDeque<Instant>,
 }
 
@@ -74,192 +106,198 @@ pub fn split_evenly(total: u64, parts: usize, index: usize) -> u64 {
     total / parts + u64::from((index as u64) < total % parts)
 }
 
-impl RootSupervisor {
-    fn shard_args(cfg: &NodeConfig, index: usize) -> ShardArgs {
-        ShardArgs {
-            index,
-            limits: ShardLimits {
-                capacity_items: split_evenly(cfg.capacity_items as u64, cfg.shards, index) as usize,
-                capacity_bytes: cfg
-                    .capacity_bytes
-                    .map(|b| split_evenly(b, cfg.shards, index)),
-                tombstone_retention_ms: cfg.tombstone_retention.as_millis() as u64,
-            },
-            sweep_interval: cfg.sweep_interval,
-        }
+fn shard_args(cfg: &NodeConfig, index: usize) -> ShardArgs {
+    ShardArgs {
+        index,
+        limits: ShardLimits {
+            capacity_items: split_evenly(cfg.capacity_items as u64, cfg.shards, index) as usize,
+            capacity_bytes: cfg
+                .capacity_bytes
+                .map(|b| split_evenly(b, cfg.shards, index)),
+            tombstone_retention_ms: cfg.tombstone_retention.as_millis() as u64,
+        },
+        sweep_interval: cfg.sweep_interval,
     }
+}
 
-    async fn spawn_shard(
-        myself: &ActorCell,
-        args: &RootArgs,
-        index: usize,
-    ) -> Result<(), ActorProcessingErr> {
-        let (shard, _) = Actor::spawn_linked(
-            None,
-            ShardActor,
-            Self::shard_args(&args.config, index),
-            myself.clone(),
-        )
-        .await?;
-        args.shards.set(index, shard);
-        Ok(())
-    }
+/// The peers that should have an actor: every member but this node that has not left,
+/// with its address.
+pub fn wanted_peers(view: &ClusterView) -> HashMap<String, String> {
+    view.members
+        .iter()
+        .filter(|m| m.id != view.self_id && m.state != WireState::Left)
+        .map(|m| (m.id.clone(), m.address.clone()))
+        .collect()
+}
 
-    async fn spawn_membership(
-        myself: &ActorCell,
-        args: &RootArgs,
-    ) -> Result<(), ActorProcessingErr> {
-        let (m, _) = Actor::spawn_linked(
-            None,
-            MembershipActor,
-            MembershipArgs {
-                node_id: args.config.node_id.clone(),
-                advertise: args.config.advertise.clone(),
-                replication: args.config.replication,
-                seeds: args.config.seeds.clone(),
-                heartbeat: args.config.heartbeat,
-                swim: args.config.swim.clone(),
-                peers: args.peers.clone(),
-                metrics: args.metrics.clone(),
-                publish: args.view.clone(),
-            },
-            myself.clone(),
-        )
-        .await?;
-        args.membership.set(m);
-        Ok(())
-    }
-
-    async fn spawn_hints(myself: &ActorCell, args: &RootArgs) -> Result<(), ActorProcessingErr> {
-        let c = &args.config;
-        let (a, _) = Actor::spawn_linked(
-            None,
-            HintQueueActor,
-            HintArgs {
-                limits: c.hint_limits,
-                replay_interval: c.hint_replay,
-                peer_timeout: c.peer_timeout,
-                peers: args.peers.clone(),
-                view: args.view.subscribe(),
-                metrics: args.metrics.clone(),
-            },
-            myself.clone(),
-        )
-        .await?;
-        args.hints.set(a);
-        Ok(())
-    }
-
-    async fn spawn_repair(myself: &ActorCell, args: &RootArgs) -> Result<(), ActorProcessingErr> {
-        let (a, _) = Actor::spawn_linked(
-            None,
-            RepairActor,
-            RepairArgs {
-                peers: args.peers.clone(),
-                shards: args.shards.clone(),
-                metrics: args.metrics.clone(),
-                peer_timeout: args.config.peer_timeout,
-            },
-            myself.clone(),
-        )
-        .await?;
-        args.repair.set(a);
-        Ok(())
-    }
-
-    async fn spawn_rebalancer(
-        myself: &ActorCell,
-        args: &RootArgs,
-    ) -> Result<(), ActorProcessingErr> {
-        let c = &args.config;
-        let (a, _) = Actor::spawn_linked(
-            None,
-            RebalancerActor,
-            RebalanceArgs {
-                me: c.node_id.clone(),
-                shards: args.shards.clone(),
-                peers: args.peers.clone(),
-                view: args.view.subscribe(),
-                hints: args.hints.clone(),
-                interval: c.rebalance_interval,
-                batch_size: c.rebalance_batch,
-                concurrency: c.rebalance_concurrency,
-                peer_timeout: c.peer_timeout,
-                metrics: args.metrics.clone(),
-            },
-            myself.clone(),
-        )
-        .await?;
-        args.rebalancer.set(a);
-        Ok(())
-    }
-
-    async fn spawn_anti_entropy(
-        myself: &ActorCell,
-        args: &RootArgs,
-    ) -> Result<(), ActorProcessingErr> {
-        let c = &args.config;
-        let (a, _) = Actor::spawn_linked(
-            None,
-            AntiEntropyActor,
-            AeArgs {
-                ctx: AeContext {
+impl RootState {
+    /// Spawns `child` linked to the root and records its kind.
+    async fn spawn(&mut self, root: &ActorCell, child: Child) -> Result<(), ActorProcessingErr> {
+        let a = &self.args;
+        let c = &a.config;
+        let cell = match &child {
+            Child::Shard(index) => {
+                let (s, _) =
+                    Actor::spawn_linked(None, ShardActor, shard_args(c, *index), root.clone())
+                        .await?;
+                a.shards.set(*index, s.clone());
+                s.get_cell()
+            }
+            Child::Membership => {
+                let args = MembershipArgs {
+                    node_id: c.node_id.clone(),
+                    advertise: c.advertise.clone(),
+                    replication: c.replication,
+                    seeds: c.seeds.clone(),
+                    heartbeat: c.heartbeat,
+                    swim: c.swim.clone(),
+                    wire: a.wire.clone(),
+                    metrics: a.metrics.clone(),
+                    rng_seed: c.rng_seed,
+                    publish: a.view.clone(),
+                };
+                let (m, _) = Actor::spawn_linked(None, MembershipActor, args, root.clone()).await?;
+                a.slots.membership.set(m.clone());
+                m.get_cell()
+            }
+            Child::Hints => {
+                let args = HintArgs {
+                    limits: c.hint_limits,
+                    replay_interval: c.hint_replay,
+                    peers: a.peers.clone(),
+                    view: a.view.subscribe(),
+                    metrics: a.metrics.clone(),
+                };
+                let (h, _) = Actor::spawn_linked(None, HintQueueActor, args, root.clone()).await?;
+                a.slots.hints.set(h.clone());
+                h.get_cell()
+            }
+            Child::Repair => {
+                let args = RepairArgs {
+                    peers: a.peers.clone(),
+                    shards: a.shards.clone(),
+                    metrics: a.metrics.clone(),
+                };
+                let (r, _) = Actor::spawn_linked(None, RepairActor, args, root.clone()).await?;
+                a.slots.repair.set(r.clone());
+                r.get_cell()
+            }
+            Child::Rebalancer => {
+                let args = RebalanceArgs {
                     me: c.node_id.clone(),
-                    shards: args.shards.clone(),
-                    peers: args.peers.clone(),
-                    view: args.view.subscribe(),
-                    peer_timeout: c.peer_timeout,
-                    max_keys: c.anti_entropy_max_keys,
-                },
-                interval: c.anti_entropy_interval,
-                metrics: args.metrics.clone(),
-            },
-            myself.clone(),
-        )
-        .await?;
-        args.anti_entropy.set(a);
+                    shards: a.shards.clone(),
+                    peers: a.peers.clone(),
+                    view: a.view.subscribe(),
+                    hints: a.slots.hints.clone(),
+                    interval: c.rebalance_interval,
+                    batch_size: c.rebalance_batch,
+                    concurrency: c.rebalance_concurrency,
+                    metrics: a.metrics.clone(),
+                };
+                let (r, _) = Actor::spawn_linked(None, RebalancerActor, args, root.clone()).await?;
+                a.slots.rebalancer.set(r.clone());
+                r.get_cell()
+            }
+            Child::AntiEntropy => {
+                let args = AeArgs {
+                    ctx: AeContext {
+                        me: c.node_id.clone(),
+                        shards: a.shards.clone(),
+                        peers: a.peers.clone(),
+                        view: a.view.subscribe(),
+                        max_keys: c.anti_entropy_max_keys,
+                    },
+                    interval: c.anti_entropy_interval,
+                    metrics: a.metrics.clone(),
+                };
+                let (r, _) =
+                    Actor::spawn_linked(None, AntiEntropyActor, args, root.clone()).await?;
+                a.slots.anti_entropy.set(r.clone());
+                r.get_cell()
+            }
+            Child::Drain => {
+                let args = DrainArgs {
+                    flag: a.draining.clone(),
+                    membership: a.slots.membership.clone(),
+                    rebalancer: a.slots.rebalancer.clone(),
+                    hints: a.slots.hints.clone(),
+                    peers: a.peers.clone(),
+                    view: a.view.subscribe(),
+                    me: c.node_id.clone(),
+                    drain_timeout: c.drain_timeout,
+                    metrics: a.metrics.clone(),
+                };
+                let (d, _) =
+                    Actor::spawn_linked(None, DrainCoordinator, args, root.clone()).await?;
+                a.slots.drain.set(d.clone());
+                d.get_cell()
+            }
+            Child::Peer(peer) => {
+                let addr = a
+                    .view
+                    .borrow()
+                    .addr_of(peer)
+                    .map(str::to_owned)
+                    .unwrap_or_default();
+                let args = PeerArgs {
+                    peer: peer.clone(),
+                    addr,
+                    wire: a.wire.clone(),
+                    limits: c.peer_limits,
+                    timeout: c.peer_timeout,
+                    hints: a.slots.hints.clone(),
+                    metrics: a.metrics.clone(),
+                };
+                let (p, _) = Actor::spawn_linked(None, PeerActor, args, root.clone()).await?;
+                a.peer_table.insert(peer, p.clone());
+                p.get_cell()
+            }
+        };
+        self.children.insert(cell.get_id(), child);
         Ok(())
     }
 
-    async fn spawn_drain(myself: &ActorCell, args: &RootArgs) -> Result<(), ActorProcessingErr> {
-        let membership = args
-            .membership
-            .get()
-            .ok_or("membership must start before the drain coordinator")?;
-        let (d, _) = Actor::spawn_linked(
-            None,
-            DrainCoordinator,
-            DrainArgs {
-                flag: args.draining.clone(),
-                membership,
-                rebalancer: args.rebalancer.clone(),
-                hints: args.hints.clone(),
-                peers: args.peers.clone(),
-                view: args.view.subscribe(),
-                me: args.config.node_id.clone(),
-                drain_timeout: args.config.drain_timeout,
-                peer_timeout: args.config.peer_timeout,
-                metrics: args.metrics.clone(),
-            },
-            myself.clone(),
-        )
-        .await?;
-        args.drain.set(d);
+    /// Starts an actor for every new peer, tells moved peers their new address, and
+    /// stops the actors of members that left or were forgotten.
+    async fn reconcile_peers(&mut self, root: &ActorCell) -> Result<(), ActorProcessingErr> {
+        let view = self.args.view.borrow().clone();
+        let wanted = wanted_peers(&view);
+        for peer in self.args.peer_table.peers() {
+            if !wanted.contains_key(&peer) {
+                if let Some(a) = self.args.peer_table.remove(&peer) {
+                    self.children.remove(&a.get_id());
+                    a.stop(Some("member left".into()));
+                    self.args.metrics.peers.remove(&peer);
+                    tracing::info!(%peer, "peer actor stopped");
+                }
+            }
+        }
+        for (peer, addr) in wanted {
+            match self.args.peer_table.get(&peer) {
+                Some(a) => {
+                    let _ = a.cast(PeerMsg::Address(addr));
+                }
+                None => {
+                    self.spawn(root, Child::Peer(peer.clone())).await?;
+                    tracing::debug!(%peer, %addr, "peer actor started");
+                }
+            }
+        }
         Ok(())
     }
 
     /// Records a restart; `Err` when the budget is spent and the root must escalate.
-    fn note_restart(state: &mut RootState) -> Result<(), ActorProcessingErr> {
+    fn note_restart(&mut self) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
-        state.restarts.push_back(now);
-        while let Some(t) = state.restarts.front() {
+        self.restarts.push_back(now);
+        while let Some(t) = self.restarts.front() {
             if now.duration_since(*t) > RESTART_WINDOW {
-                state.restarts.pop_front();
+                self.restarts.pop_front();
             } else {
                 break;
             }
         }
-        if state.restarts.len() > MAX_RESTARTS {
+        if self.restarts.len() > MAX_RESTARTS {
             return Err(format!(
                 "more than {MAX_RESTARTS} actor restarts within {RESTART_WINDOW:?}; escalating"
             )
@@ -268,61 +306,38 @@ impl RootSupervisor {
         Ok(())
     }
 
-    async fn restart_child(
-        myself: &ActorRef<RootMsg>,
-        state: &mut RootState,
-        who: &ActorCell,
+    /// Restarts the failed child `id`, whatever its kind.
+    async fn restart(
+        &mut self,
+        root: &ActorCell,
+        id: ActorId,
         why: String,
     ) -> Result<(), ActorProcessingErr> {
-        let cell = myself.get_cell();
-        let id = who.get_id();
-        if let Some(index) = state.args.shards.index_of(id) {
-            tracing::error!(shard = index, error = %why, "shard actor failed; restarting it empty");
-            Self::note_restart(state)?;
-            Metrics::inc(&state.args.metrics.shard_restarts_total);
-            return Self::spawn_shard(&cell, &state.args, index).await;
-        }
-        if state.args.membership.is(id) {
-            tracing::error!(error = %why, "membership actor failed; restarting it");
-            Self::note_restart(state)?;
-            Metrics::inc(&state.args.metrics.actor_restarts_total);
-            Self::spawn_membership(&cell, &state.args).await?;
-            // The drain coordinator holds the old membership reference: rebuild it too.
-            if let Some(d) = state.args.drain.get() {
-                d.stop(Some("membership restarted".into()));
-            }
-            return Self::spawn_drain(&cell, &state.args).await;
-        }
-        if state.args.drain.is(id) {
-            tracing::error!(error = %why, "drain coordinator failed; restarting it");
-            Self::note_restart(state)?;
-            Metrics::inc(&state.args.metrics.actor_restarts_total);
-            return Self::spawn_drain(&cell, &state.args).await;
-        }
-        let which = if state.args.hints.is(id) {
-            "hint queue"
-        } else if state.args.repair.is(id) {
-            "repair"
-        } else if state.args.rebalancer.is(id) {
-            "rebalancer"
-        } else if state.args.anti_entropy.is(id) {
-            "anti-entropy"
-        } else {
-            ""
+        let Some(child) = self.children.remove(&id) else {
+            tracing::warn!(actor = %id, error = %why, "unknown child failed; ignoring");
+            return Ok(());
         };
-        if !which.is_empty() {
-            tracing::error!(actor = which, error = %why, "actor failed; restarting it");
-            Self::note_restart(state)?;
-            Metrics::inc(&state.args.metrics.actor_restarts_total);
-            return match which {
-                "hint queue" => Self::spawn_hints(&cell, &state.args).await,
-                "repair" => Self::spawn_repair(&cell, &state.args).await,
-                "rebalancer" => Self::spawn_rebalancer(&cell, &state.args).await,
-                _ => Self::spawn_anti_entropy(&cell, &state.args).await,
-            };
+        if let Child::Peer(peer) = &child {
+            // A peer that left meanwhile is not restarted.
+            if self.args.peer_table.peer_of(id).is_none() {
+                return Ok(());
+            }
+            self.args.peer_table.remove(peer);
         }
-        tracing::warn!(actor = %id, error = %why, "unknown child failed; ignoring");
-        Ok(())
+        match &child {
+            Child::Shard(_) | Child::Hints | Child::Peer(_) => {
+                tracing::error!(child = ?child, error = %why, "actor failed; restarting it empty")
+            }
+            _ => tracing::error!(child = ?child, error = %why, "actor failed; restarting it"),
+        }
+        self.note_restart()?;
+        let m = &self.args.metrics;
+        if matches!(child, Child::Shard(_)) {
+            Metrics::inc(&m.shard_restarts_total);
+        } else {
+            Metrics::inc(&m.actor_restarts_total);
+        }
+        self.spawn(root, child).await
     }
 }
 
@@ -337,28 +352,48 @@ impl Actor for RootSupervisor {
         args: RootArgs,
     ) -> Result<RootState, ActorProcessingErr> {
         let cell = myself.get_cell();
-        for index in 0..args.config.shards {
-            Self::spawn_shard(&cell, &args, index).await?;
-        }
-        Self::spawn_hints(&cell, &args).await?;
-        Self::spawn_repair(&cell, &args).await?;
-        Self::spawn_rebalancer(&cell, &args).await?;
-        Self::spawn_anti_entropy(&cell, &args).await?;
-        Self::spawn_membership(&cell, &args).await?;
-        Self::spawn_drain(&cell, &args).await?;
-        Ok(RootState {
+        let shards = args.config.shards;
+        let mut state = RootState {
             args,
+            children: HashMap::new(),
             restarts: VecDeque::new(),
-        })
+        };
+        for index in 0..shards {
+            state.spawn(&cell, Child::Shard(index)).await?;
+        }
+        for child in [
+            Child::Hints,
+            Child::Repair,
+            Child::Rebalancer,
+            Child::AntiEntropy,
+            Child::Membership,
+            Child::Drain,
+        ] {
+            state.spawn(&cell, child).await?;
+        }
+        state.reconcile_peers(&cell).await?;
+        // Forward view changes to the mailbox; the task ends with the root.
+        let mut changes = state.args.view.subscribe();
+        let me = myself.clone();
+        tokio::spawn(async move {
+            while changes.changed().await.is_ok() {
+                if me.cast(RootMsg::ViewChanged).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(state)
     }
 
     async fn handle(
         &self,
-        _myself: ActorRef<RootMsg>,
+        myself: ActorRef<RootMsg>,
         msg: RootMsg,
-        _state: &mut RootState,
+        state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {}
+        match msg {
+            RootMsg::ViewChanged => state.reconcile_peers(&myself.get_cell()).await,
+        }
     }
 
     async fn handle_supervisor_evt(
@@ -368,11 +403,17 @@ impl Actor for RootSupervisor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         match event {
+            // Every kind of child is restarted (see the tree above).
             SupervisionEvent::ActorFailed(who, err) => {
-                Self::restart_child(&myself, state, &who, err.to_string()).await
+                state
+                    .restart(&myself.get_cell(), who.get_id(), err.to_string())
+                    .await
             }
-            // Normal stops (shutdown, or a stale drain coordinator replaced above).
-            SupervisionEvent::ActorTerminated(..) | SupervisionEvent::ActorStarted(_) => Ok(()),
+            // Normal stops (shutdown, or a peer actor stopped because its member left).
+            SupervisionEvent::ActorTerminated(who, ..) => {
+                state.children.remove(&who.get_id());
+                Ok(())
+            }
             _ => Ok(()),
         }
     }
@@ -383,26 +424,25 @@ impl Actor for RootSupervisor {
         state: &mut RootState,
     ) -> Result<(), ActorProcessingErr> {
         let wait = Some(Duration::from_secs(5));
-        if let Some(d) = state.args.drain.get() {
-            let _ = d.stop_and_wait(None, wait).await;
-        }
-        if let Some(m) = state.args.membership.get() {
-            let _ = m.stop_and_wait(None, wait).await;
-        }
-        if let Some(a) = state.args.anti_entropy.get() {
+        let s = &state.args.slots;
+        let singletons: Vec<Option<ActorCell>> = vec![
+            s.drain.get().map(|a| a.get_cell()),
+            s.membership.get().map(|a| a.get_cell()),
+            s.anti_entropy.get().map(|a| a.get_cell()),
+            s.rebalancer.get().map(|a| a.get_cell()),
+            s.repair.get().map(|a| a.get_cell()),
+        ];
+        for a in singletons.into_iter().flatten() {
             let _ = a.stop_and_wait(None, wait).await;
         }
-        if let Some(a) = state.args.rebalancer.get() {
-            let _ = a.stop_and_wait(None, wait).await;
+        for p in state.args.peer_table.all() {
+            let _ = p.stop_and_wait(None, wait).await;
         }
-        if let Some(a) = state.args.repair.get() {
-            let _ = a.stop_and_wait(None, wait).await;
+        if let Some(h) = s.hints.get() {
+            let _ = h.stop_and_wait(None, wait).await;
         }
-        if let Some(a) = state.args.hints.get() {
+        for a in state.args.shards.all() {
             let _ = a.stop_and_wait(None, wait).await;
-        }
-        for s in state.args.shards.all() {
-            let _ = s.stop_and_wait(None, wait).await;
         }
         Ok(())
     }

@@ -51,12 +51,6 @@ impl Shards {
         }
     }
 
-    /// The shard index whose actor has this id, if any.
-    pub(crate) fn index_of(&self, id: ractor::ActorId) -> Option<usize> {
-        let t = self.table.read().unwrap_or_else(|p| p.into_inner());
-        t.iter().position(|a| a.get_id() == id)
-    }
-
     /// Every shard's actor.
     pub(crate) fn all(&self) -> Vec<ActorRef<ShardMsg>> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()

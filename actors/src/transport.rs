@@ -1,12 +1,16 @@
 //! How a node reaches its peers: the [`Transport`] trait (POST bytes to a peer's dist
 //! listener), its HTTP implementation over a pooled keep-alive `reqwest` client, a
-//! fault-injecting wrapper for tests, and [`Peers`], the typed, enveloped RPC layer every
-//! actor uses.
+//! fault-injecting wrapper for tests, and [`Wire`], the enveloped batch layer on top.
+//! The in-memory transport of the cluster simulator lives in [`crate::sim`].
 //!
-//! Owns connections and encoding. Does not own retries: callers decide (hints, probes).
+//! Owns connections and encoding. Does not own queues, batching or retries: the
+//! [`crate::peer::PeerActor`]s and their callers decide (hints, probes).
 
 use crate::hlc::Hlc;
-use crate::proto::{decode, encode, Envelope, Rpc, PROTOCOL_VERSION};
+use crate::proto::{
+    decode, encode, BatchRef, BatchReply, Call, CallReply, Envelope, ItemError, Rpc, BATCH_PATH,
+    PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::future::Future;
@@ -30,6 +34,21 @@ pub enum TransportError {
     Decode(String),
     #[error("link cut by fault injection")]
     Cut,
+    /// The peer refused this call (the other calls of its batch are unaffected).
+    #[error("peer refused the call ({code}): {message}")]
+    Refused { code: String, message: String },
+    /// The peer speaks another protocol version.
+    #[error("protocol version mismatch: {0}")]
+    ProtocolVersion(String),
+    /// The queue to this peer is full (bounded in items and bytes).
+    #[error("queue to peer is full")]
+    QueueFull,
+    /// No peer actor for this member (not in the member list, or left).
+    #[error("no peer actor for {0}")]
+    UnknownPeer(String),
+    /// The peer actor stopped before answering (restart or shutdown).
+    #[error("peer actor stopped before answering")]
+    Dropped,
 }
 
 impl TransportError {
@@ -180,17 +199,19 @@ impl<T: Transport> Transport for FaultyTransport<T> {
     }
 }
 
-/// Typed, enveloped calls to peers. Every call stamps the envelope with this node's id,
-/// address and clock, and merges the clock of the reply.
+/// The enveloped batch calls every peer message travels in. Every call stamps the
+/// envelope with this node's id, address and clock, and merges the clock of the reply.
+/// The [`crate::peer::PeerActor`]s send data traffic through it; membership sends its
+/// probes through it directly (one call per batch), so a probe never waits behind data.
 #[derive(Clone)]
-pub struct Peers {
+pub struct Wire {
     transport: Arc<dyn Transport>,
     me: Arc<str>,
     my_addr: Arc<str>,
     hlc: Arc<Hlc>,
 }
 
-impl Peers {
+impl Wire {
     pub fn new(transport: Arc<dyn Transport>, me: &str, my_addr: &str, hlc: Arc<Hlc>) -> Self {
         Self {
             transport,
@@ -211,22 +232,75 @@ impl Peers {
         }
     }
 
-    /// Calls `req` on the peer at `addr` and returns its typed reply.
+    /// Sends `calls` to the peer at `addr` as one batch; one result per call, in order.
+    pub async fn send_batch(
+        &self,
+        addr: &str,
+        calls: &[Call],
+        timeout: Duration,
+    ) -> Result<Vec<Result<CallReply, ItemError>>, TransportError> {
+        let n = calls.len();
+        let body = encode(&self.envelope(BatchRef { calls }));
+        let path = if calls.iter().all(|c| matches!(c, Call::Ping(_))) {
+            PROBE_PATH
+        } else {
+            BATCH_PATH
+        };
+        let bytes = match self.transport.post(addr, path, body, timeout).await {
+            Err(TransportError::Status { status: 400, body })
+                if body.contains(VERSION_MISMATCH_CODE) =>
+            {
+                tracing::warn!(peer = %addr, reply = %body, "peer speaks another protocol version; its calls fail until both run the same version");
+                return Err(TransportError::ProtocolVersion(body));
+            }
+            other => other?,
+        };
+        let env: Envelope<BatchReply> =
+            decode(&bytes).map_err(|e| TransportError::Decode(e.to_string()))?;
+        if env.v != PROTOCOL_VERSION {
+            return Err(TransportError::ProtocolVersion(format!(
+                "peer answered with protocol version {}",
+                env.v
+            )));
+        }
+        if env.body.results.len() != n {
+            return Err(TransportError::Decode(format!(
+                "peer answered {} results for {n} calls",
+                env.body.results.len()
+            )));
+        }
+        if !self.hlc.observe(env.hlc, crate::types::now_ms()) {
+            return Err(TransportError::Decode(
+                "peer clock is too far ahead (more than 60 s)".into(),
+            ));
+        }
+        Ok(env.body.results)
+    }
+
+    /// Calls `req` alone on the peer at `addr` and returns its typed reply.
     pub async fn call<R: Rpc>(
         &self,
         addr: &str,
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, TransportError> {
-        let body = encode(&self.envelope(req));
-        let bytes = self.transport.post(addr, R::PATH, body, timeout).await?;
-        let env: Envelope<R::Reply> =
-            decode(&bytes).map_err(|e| TransportError::Decode(e.to_string()))?;
-        if !self.hlc.observe(env.hlc, crate::types::now_ms()) {
-            return Err(TransportError::Decode(
-                "peer clock is too far ahead (more than 60 s)".into(),
-            ));
-        }
-        Ok(env.body)
+        let mut results = self.send_batch(addr, &[req.into_call()], timeout).await?;
+        typed::<R>(
+            results
+                .pop()
+                .ok_or_else(|| TransportError::Decode("empty reply".into()))?,
+        )
+    }
+}
+
+/// Turns one batch result into `R`'s reply type.
+pub fn typed<R: Rpc>(result: Result<CallReply, ItemError>) -> Result<R::Reply, TransportError> {
+    match result {
+        Ok(reply) => R::from_reply(reply)
+            .ok_or_else(|| TransportError::Decode("peer answered another reply type".into())),
+        Err(e) => Err(TransportError::Refused {
+            code: e.code,
+            message: e.message,
+        }),
     }
 }

@@ -193,7 +193,7 @@ async fn put_key(
         bytes::Bytes::copy_from_slice(&read_body(&headers, body, s.config.max_value_bytes).await?);
     let bytes = value.len();
     let ack = s.node.put(&key, value, ttl, level).await?;
-    hypercache_actors::metrics::Metrics::inc(&s.node.metrics.puts_total);
+    hypercache_actors::metrics::Metrics::inc(&s.node.metrics().puts_total);
     Ok(Json(PutResponse {
         key,
         stored: true,
@@ -212,7 +212,7 @@ async fn get_key(
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
     let level = parse_consistency(&query_pairs(q.as_deref()))?;
-    hypercache_actors::metrics::Metrics::inc(&s.node.metrics.gets_total);
+    hypercache_actors::metrics::Metrics::inc(&s.node.metrics().gets_total);
     let stored = s.node.get(&key, level).await?;
     Ok((
         StatusCode::OK,
@@ -234,7 +234,7 @@ async fn delete_key(
     let level = parse_consistency(&query_pairs(q.as_deref()))?;
     s.node.admit_write()?;
     let ack = s.node.delete(&key, level).await?;
-    hypercache_actors::metrics::Metrics::inc(&s.node.metrics.deletes_total);
+    hypercache_actors::metrics::Metrics::inc(&s.node.metrics().deletes_total);
     Ok(Json(DeleteResponse {
         key,
         deleted: true,

@@ -1,23 +1,26 @@
 //! The dist listener: peer-to-peer traffic. Every route needs the bearer token when one
-//! is set. Peer protocol routes take and answer msgpack envelopes
-//! ([`hypercache_actors::proto`]); a body that does not decode is a 400 and changes
-//! nothing; one over [`MAX_DIST_BODY`] is a 413.
+//! is set. The peer protocol is two routes that take the same enveloped msgpack batch
+//! ([`hypercache_actors::proto`]): [`BATCH_PATH`] for every call and [`PROBE_PATH`] for
+//! SWIM pings (which skip the in-flight bound). The work is the actor system's
+//! [`hypercache_actors::service::DistService`]; this module only reads the body and maps
+//! its errors. A body that does not decode is a 400 and changes nothing; one over
+//! [`MAX_DIST_BODY`] is a 413; another protocol version is a 400 with code
+//! `PROTOCOL_VERSION`, and so is any call on a route of protocol version 1.
 
 use super::client::read_body;
-use super::error::ApiError;
+use super::error::{json_error, ApiError};
 use super::{guard, method_not_allowed, mgmt, not_found, record_latency, AppState, Guard};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use axum::{middleware, Router};
 use hypercache_actors::proto::{
-    decode_envelope, encode, AcceptHints, AcceptHintsReply, AeCompare, AeFetch, Envelope, Ping,
-    PingReq, Read, ReadReply, Replicate, ReplicateReply, Rpc, MAX_DIST_BODY,
+    BATCH_PATH, MAX_DIST_BODY, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
 };
+use hypercache_actors::service::{Route, ServiceError};
 use hypercache_actors::CacheError;
-use std::future::Future;
 
 /// Builds the dist router. Unlike the management `/health`, this one is protected: only
 /// peers talk to this listener.
@@ -25,13 +28,9 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
     Router::new()
         .route("/health", get(mgmt::health))
         .route("/dist/drain", post(mgmt::drain))
-        .route(Replicate::PATH, post(replicate))
-        .route(Read::PATH, post(read))
-        .route(Ping::PATH, post(ping))
-        .route(PingReq::PATH, post(ping_req))
-        .route(AeCompare::PATH, post(ae_compare))
-        .route(AeFetch::PATH, post(ae_fetch))
-        .route(AcceptHints::PATH, post(accept_hints))
+        .route(BATCH_PATH, post(batch))
+        .route(PROBE_PATH, post(probe))
+        .route("/dist/v1/{*rest}", any(old_version))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(guard_state, guard))
@@ -42,132 +41,61 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .with_state(state)
 }
 
-/// Decodes an enveloped `R`, merges the sender's clock, runs `handle`, and answers the
-/// enveloped reply as msgpack.
-async fn rpc<R, F, Fut>(
-    s: AppState,
+async fn batch(
+    State(s): State<AppState>,
     headers: HeaderMap,
     body: Body,
-    handle: F,
-) -> Result<Response, ApiError>
-where
-    R: Rpc,
-    F: FnOnce(AppState, String, R) -> Fut,
-    Fut: Future<Output = Result<R::Reply, CacheError>>,
-{
+) -> Result<Response, ApiError> {
+    serve(s, Route::Batch, headers, body).await
+}
+
+async fn probe(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    serve(s, Route::Probe, headers, body).await
+}
+
+/// Reads the body, hands it to the dist service and answers its msgpack reply.
+async fn serve(
+    s: AppState,
+    route: Route,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let bytes = read_body(&headers, body, MAX_DIST_BODY as u64).await?;
-    let env: Envelope<R> =
-        decode_envelope(&bytes).map_err(|e| CacheError::BadRequest(e.to_string()))?;
-    #[cfg(feature = "test-hooks")]
-    if s.node.faults.blocks(&env.from_addr) {
-        return Ok(super::error::json_error(
+    match s.node.dist().handle(route, &bytes).await {
+        Ok(out) => Ok((
+            StatusCode::OK,
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/msgpack"),
+            )],
+            out,
+        )
+            .into_response()),
+        Err(ServiceError::BadRequest(m)) => Err(CacheError::BadRequest(m).into()),
+        Err(ServiceError::Version(m)) => Ok(version_mismatch(&m)),
+        Err(ServiceError::Cut) => Ok(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "INTERNAL",
             "link cut by fault injection",
-        ));
+        )),
     }
-    if !s
-        .node
-        .hlc
-        .observe(env.hlc, hypercache_actors::types::now_ms())
-    {
-        return Err(CacheError::BadRequest(format!(
-            "sender clock is more than {} ms ahead of this node's",
-            hypercache_actors::hlc::MAX_DRIFT_MS
-        ))
-        .into());
-    }
-    let reply = handle(s.clone(), env.from, env.body).await?;
-    let out = encode(&s.node.peers.envelope(reply));
-    Ok((
-        StatusCode::OK,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/msgpack"),
-        )],
-        out,
-    )
-        .into_response())
 }
 
-async fn replicate(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    rpc::<Replicate, _, _>(s, headers, body, |s, _, req| async move {
-        let outcomes = s.node.apply_replicated(req.writes, req.mode).await?;
-        Ok(ReplicateReply { outcomes })
-    })
-    .await
+fn version_mismatch(message: &str) -> Response {
+    json_error(StatusCode::BAD_REQUEST, VERSION_MISMATCH_CODE, message)
 }
 
-async fn read(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    rpc::<Read, _, _>(s, headers, body, |s, _, req| async move {
-        Ok(ReadReply {
-            record: s.node.read_local(&req.key).await?,
-        })
-    })
-    .await
-}
-
-async fn ping(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    rpc::<Ping, _, _>(s, headers, body, |s, _, req| async move {
-        s.node.on_ping(req).await
-    })
-    .await
-}
-
-async fn ping_req(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    rpc::<PingReq, _, _>(s, headers, body, |s, _, req| async move {
-        s.node.on_ping_req(req).await
-    })
-    .await
-}
-
-async fn ae_compare(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    rpc::<AeCompare, _, _>(s, headers, body, |s, from, req| async move {
-        s.node.ae_compare(&from, req).await
-    })
-    .await
-}
-
-async fn ae_fetch(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    rpc::<AeFetch, _, _>(s, headers, body, |s, _, req| async move {
-        s.node.ae_fetch(req).await
-    })
-    .await
-}
-
-async fn accept_hints(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    rpc::<AcceptHints, _, _>(s, headers, body, |s, _, req| async move {
-        Ok(AcceptHintsReply {
-            accepted: s.node.accept_hints(req).await?,
-        })
-    })
-    .await
+/// A peer of protocol version 1 (one route per call) reaches a node of this version:
+/// refused with a clear error, and logged, so a mixed-version cluster says why it does
+/// not replicate.
+async fn old_version(uri: axum::http::Uri) -> Response {
+    tracing::warn!(path = %uri.path(), "refused a peer call of protocol version 1; upgrade every node to the same version");
+    version_mismatch(&format!(
+        "unsupported protocol version 1 ({}); this node speaks {PROTOCOL_VERSION} at {BATCH_PATH}",
+        uri.path()
+    ))
 }

@@ -126,8 +126,8 @@ fn store_rows(st: &ShardStats) -> Vec<(&'static str, &'static str, &'static str,
 }
 
 async fn stats(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let st = s.node.shards.stats().await?;
-    let m = &s.node.metrics;
+    let st = s.node.store_stats().await?;
+    let m = s.node.metrics();
     Ok(Json(json!({
         "node": s.config.node_id,
         "items": st.items,
@@ -152,8 +152,8 @@ async fn config(State(s): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn prometheus(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let st = s.node.shards.stats().await?;
-    let text = render_prometheus(&s.node.metrics, &store_rows(&st));
+    let st = s.node.store_stats().await?;
+    let text = render_prometheus(s.node.metrics(), &store_rows(&st));
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -165,8 +165,8 @@ async fn prometheus(State(s): State<AppState>) -> Result<Response, ApiError> {
 }
 
 async fn dist_metrics(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let st = s.node.shards.stats().await?;
-    Ok(Json(render_json(&s.node.metrics, &store_rows(&st))))
+    let st = s.node.store_stats().await?;
+    Ok(Json(render_json(s.node.metrics(), &store_rows(&st))))
 }
 
 async fn members(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
@@ -217,7 +217,7 @@ async fn crash_shard(
     State(s): State<AppState>,
     axum::extract::Path(key): axum::extract::Path<String>,
 ) -> Json<serde_json::Value> {
-    Json(json!({ "shard": s.node.shards.crash_shard_of(&key) }))
+    Json(json!({ "shard": s.node.crash_shard_of(&key) }))
 }
 
 #[cfg(feature = "test-hooks")]
@@ -225,13 +225,13 @@ async fn set_faults(
     State(s): State<AppState>,
     Json(rules): Json<hypercache_actors::transport::FaultRules>,
 ) -> Json<serde_json::Value> {
-    s.node.faults.set(rules);
-    Json(serde_json::to_value(s.node.faults.get()).unwrap_or_default())
+    s.node.set_faults(rules);
+    Json(serde_json::to_value(s.node.faults()).unwrap_or_default())
 }
 
 #[cfg(feature = "test-hooks")]
 async fn get_faults(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::to_value(s.node.faults.get()).unwrap_or_default())
+    Json(serde_json::to_value(s.node.faults()).unwrap_or_default())
 }
 
 /// Test hook: this node's own record of a key (no routing, no LRU or counter change).
@@ -240,13 +240,7 @@ async fn local_record(
     State(s): State<AppState>,
     axum::extract::Path(key): axum::extract::Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let rec = s
-        .node
-        .shards
-        .records(std::slice::from_ref(&key))
-        .await?
-        .pop()
-        .flatten();
+    let rec = s.node.local_record(&key).await?;
     Ok(Json(match rec {
         None => json!({"found": false}),
         Some(w) => json!({

@@ -85,18 +85,21 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
     // Direct membership probes bypass the in-flight bound: a busy node must still answer
     // its peers' pings, or they would declare it dead and move its keys away. (Ping-reqs,
     // which make outbound calls, stay bounded.)
-    let probe = g.listener == Listener::Dist && req.uri().path() == "/dist/v1/ping";
+    let probe =
+        g.listener == Listener::Dist && req.uri().path() == hypercache_actors::proto::PROBE_PATH;
     let permit = if probe {
         None
     } else {
         g.inflight.clone().try_acquire_owned().ok()
     };
     if !probe && permit.is_none() {
-        hypercache_actors::metrics::Metrics::inc(&g.node.metrics.requests_rejected_overload_total);
+        hypercache_actors::metrics::Metrics::inc(
+            &g.node.metrics().requests_rejected_overload_total,
+        );
         return ApiError::Cache(CacheError::Overloaded).into_response();
     }
     let gauge =
-        (g.listener == Listener::Client).then_some(&g.node.metrics.client_requests_in_flight);
+        (g.listener == Listener::Client).then_some(&g.node.metrics().client_requests_in_flight);
     if let Some(c) = gauge {
         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
@@ -106,7 +109,7 @@ pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response
         .get(header::AUTHORIZATION)
         .map(|v| v.as_bytes());
     if !authorized(g.expected.as_deref().map(Vec::as_slice), got) {
-        hypercache_actors::metrics::Metrics::inc(&g.node.metrics.requests_unauthorized_total);
+        hypercache_actors::metrics::Metrics::inc(&g.node.metrics().requests_unauthorized_total);
         return ApiError::Unauthorized.into_response();
     }
     next.run(req).await
@@ -126,8 +129,8 @@ pub async fn record_latency(
             .map(MatchedPath::as_str),
     );
     let resp = next.run(req).await;
-    hypercache_actors::metrics::Metrics::inc(&node.metrics.requests_total);
-    node.metrics
+    hypercache_actors::metrics::Metrics::inc(&node.metrics().requests_total);
+    node.metrics()
         .latency
         .observe(route, started.elapsed().as_secs_f64());
     resp

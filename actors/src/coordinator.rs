@@ -1,0 +1,409 @@
+//! The coordinator: what the node that receives a client request does with it. A write
+//! is stamped from the node's clock and sent to every owner of the key at once (this
+//! node's shard directly, each remote owner through its [`crate::peer::PeerActor`]); the
+//! answer goes back as soon as the consistency level's acks are in, and the owners that
+//! answer later are not waited for (their peer actor queues a hint if they fail). A read
+//! at `one` asks the owners in order of liveness and hedges; `quorum` and `all` ask every
+//! owner and return the newest record, repairing the stale owners.
+//!
+//! No task is spawned per replica: the answers of one request are collected in the
+//! request's own task. Owns no state of its own; a mailbox client like the HTTP handlers.
+
+use crate::config::NodeConfig;
+use crate::error::CacheError;
+use crate::hlc::Hlc;
+use crate::membership::{ClusterView, MemberState};
+use crate::metrics::Metrics;
+use crate::peer::PeerClient;
+use crate::proto::{Call, CallReply, KeyedWrite, Read, Replicate};
+use crate::quorum::{Consistency, Progress, QuorumTracker};
+use crate::repair::RepairMsg;
+use crate::shards::Shards;
+use crate::slot::ActorSlot;
+use crate::transport::TransportError;
+use crate::types::{now_ms, validate_key, ApplyMode, ApplyOutcome, Stored, Version, Write};
+use bytes::Bytes;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// What a coordinated write reports back.
+#[derive(Debug, Clone)]
+pub struct WriteAck {
+    pub owners: Vec<String>,
+    pub version: Version,
+}
+
+/// One owner's answer, as the coordinator collects it.
+type Answer<T> = Pin<Box<dyn Future<Output = (String, Result<T, String>)> + Send>>;
+
+/// Coordinates client requests; cheap to clone.
+#[derive(Clone)]
+pub struct Coordinator {
+    pub(crate) config: Arc<NodeConfig>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) shards: Shards,
+    pub(crate) peers: PeerClient,
+    pub(crate) hlc: Arc<Hlc>,
+    pub(crate) view: watch::Receiver<Arc<ClusterView>>,
+    pub(crate) draining: watch::Receiver<bool>,
+    pub(crate) repair: ActorSlot<RepairMsg>,
+}
+
+fn reply_error(e: TransportError) -> String {
+    e.to_string()
+}
+
+impl Coordinator {
+    fn me(&self) -> &str {
+        &self.config.node_id
+    }
+
+    /// Stores `value` under `key`, expiring `ttl` after now (absolute instant).
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Bytes,
+        ttl: Option<Duration>,
+        level: Option<Consistency>,
+    ) -> Result<WriteAck, CacheError> {
+        validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+        if value.len() as u64 > self.config.max_value_bytes {
+            return Err(CacheError::PayloadTooLarge {
+                size: value.len() as u64,
+                limit: self.config.max_value_bytes,
+            });
+        }
+        let now = now_ms();
+        let expires_at_ms = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
+        self.write(key, Some(value), expires_at_ms, now, level)
+            .await
+    }
+
+    /// Deletes `key` by writing a versioned tombstone (idempotent).
+    pub async fn delete(
+        &self,
+        key: &str,
+        level: Option<Consistency>,
+    ) -> Result<WriteAck, CacheError> {
+        validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+        self.write(key, None, None, now_ms(), level).await
+    }
+
+    /// The owners a request goes to: the ring's owners of `key`, or this node alone when
+    /// the ring is empty (a lone node that has left the ring while it drains still
+    /// finishes the writes it admitted and serves reads from what it holds).
+    pub fn owners_for(&self, view: &ClusterView, key: &str) -> Vec<String> {
+        let owners: Vec<String> = view
+            .ring
+            .owners(key)
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        if owners.is_empty() {
+            vec![self.me().to_owned()]
+        } else {
+            owners
+        }
+    }
+
+    /// How many owners count towards a consistency level: the replication factor, or
+    /// fewer when the cluster has fewer members that have not left. Dead members count,
+    /// so a node cut off from the rest cannot reach a quorum on its own.
+    fn replicas(&self, view: &ClusterView) -> usize {
+        // Before a node has heard from its peers it knows only itself; counting its
+        // configured seeds keeps it from taking quorum writes alone.
+        let known = view.members_not_left().max(self.config.seeds.len() + 1);
+        self.config.replication.min(known).max(1)
+    }
+
+    /// Sends a write to every owner at once (this node included when it is one) and
+    /// answers once the level's acks are in.
+    async fn write(
+        &self,
+        key: &str,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+        now: u64,
+        level: Option<Consistency>,
+    ) -> Result<WriteAck, CacheError> {
+        let version = Version {
+            hlc: self.hlc.now(now),
+            origin: crate::types::origin_of(self.me()),
+        };
+        let write = Write {
+            version,
+            value,
+            expires_at_ms,
+        };
+        let view = self.view.borrow().clone();
+        let owners = self.owners_for(&view, key);
+        let level = level.unwrap_or(self.config.write_consistency);
+        let needed = level.required(self.replicas(&view));
+        let answers: FuturesUnordered<Answer<ApplyOutcome>> = owners
+            .iter()
+            .map(|o| self.replicate_to(o, key, write.clone()))
+            .collect();
+        let answers = self.collect(needed, answers).await?;
+        for (_, outcome) in answers {
+            if outcome == ApplyOutcome::Stale {
+                Metrics::inc(&self.metrics.version_conflicts_total);
+            }
+        }
+        Ok(WriteAck { owners, version })
+    }
+
+    /// Collects answers until `needed` of them succeeded (`Ok` with those answers) or
+    /// that can no longer happen (the quorum error). Answers still pending are dropped:
+    /// their peer actors finish the calls (and hint failed writes) on their own.
+    async fn collect<T>(
+        &self,
+        needed: usize,
+        mut pending: FuturesUnordered<Answer<T>>,
+    ) -> Result<Vec<(String, T)>, CacheError> {
+        let mut tracker = QuorumTracker::new(needed, pending.len());
+        let mut answers = Vec::new();
+        loop {
+            match tracker.progress() {
+                Progress::Done => return Ok(answers),
+                Progress::Failed => {
+                    Metrics::inc(&self.metrics.quorum_failures_total);
+                    return Err(CacheError::Quorum {
+                        needed: tracker.needed(),
+                        got: tracker.acks(),
+                    });
+                }
+                Progress::Pending => match pending.next().await {
+                    Some((owner, Ok(v))) => {
+                        answers.push((owner, v));
+                        tracker.ack();
+                    }
+                    Some((owner, Err(e))) => {
+                        tracing::debug!(%owner, error = %e, "replica call failed");
+                        tracker.fail();
+                    }
+                    None => {
+                        tracker.fail();
+                    }
+                },
+            }
+        }
+    }
+
+    /// One replica write: the local shard, or a call queued on the owner's peer actor.
+    fn replicate_to(&self, owner: &str, key: &str, write: Write) -> Answer<ApplyOutcome> {
+        let owner = owner.to_owned();
+        if owner == self.me() {
+            let shards = self.shards.clone();
+            let key = key.to_owned();
+            return Box::pin(async move {
+                let r = shards.apply(&key, write).await.map_err(|e| e.to_string());
+                (owner, r)
+            });
+        }
+        Metrics::inc(&self.metrics.forwards_total);
+        let call = Call::Replicate(Replicate {
+            writes: vec![KeyedWrite {
+                key: key.to_owned(),
+                write,
+            }],
+            mode: ApplyMode::Normal,
+        });
+        let rx = self.peers.send(&owner, call, true);
+        Box::pin(async move {
+            let r = match rx.await {
+                Ok(Ok(CallReply::Replicate(r))) if r.outcomes.len() == 1 => Ok(r.outcomes[0]),
+                Ok(Ok(_)) => Err("peer answered another reply".to_owned()),
+                Ok(Err(e)) => Err(reply_error(e)),
+                Err(_) => Err(reply_error(TransportError::Dropped)),
+            };
+            (owner, r)
+        })
+    }
+
+    /// One replica read: the local shard, or a call queued on the owner's peer actor.
+    fn read_from(&self, owner: &str, key: &str) -> Answer<Option<Write>> {
+        let owner = owner.to_owned();
+        if owner == self.me() {
+            let shards = self.shards.clone();
+            let key = key.to_owned();
+            return Box::pin(async move {
+                let r = shards.read(&key).await.map_err(|e| e.to_string());
+                (owner, r)
+            });
+        }
+        Metrics::inc(&self.metrics.forwards_total);
+        let rx = self.peers.send(
+            &owner,
+            Call::Read(Read {
+                key: key.to_owned(),
+            }),
+            true,
+        );
+        Box::pin(async move {
+            let r = match rx.await {
+                Ok(Ok(CallReply::Read(r))) => Ok(r.record),
+                Ok(Ok(_)) => Err("peer answered another reply".to_owned()),
+                Ok(Err(e)) => Err(reply_error(e)),
+                Err(_) => Err(reply_error(TransportError::Dropped)),
+            };
+            (owner, r)
+        })
+    }
+
+    /// The order a `one` read asks owners in: this node first, then alive owners in ring
+    /// order, then suspect ones; owners known dead are left out.
+    pub fn read_order(&self, view: &ClusterView, owners: Vec<String>) -> Vec<String> {
+        let rank = |o: &String| -> Option<u8> {
+            if o == self.me() {
+                return Some(0);
+            }
+            match view.members.iter().find(|m| m.id == *o).map(|m| m.state) {
+                Some(MemberState::Alive) | None => Some(1),
+                Some(MemberState::Suspect) => Some(2),
+                Some(MemberState::Dead) | Some(MemberState::Left) => None,
+            }
+        };
+        let mut ranked: Vec<(u8, String)> = owners
+            .into_iter()
+            .filter_map(|o| rank(&o).map(|r| (r, o)))
+            .collect();
+        ranked.sort_by_key(|(r, _)| *r);
+        ranked.into_iter().map(|(_, o)| o).collect()
+    }
+
+    /// Reads `key` at the given level (default: the configured read level);
+    /// [`CacheError::NotFound`] when missing, expired or deleted.
+    pub async fn get(&self, key: &str, level: Option<Consistency>) -> Result<Stored, CacheError> {
+        validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
+        let view = self.view.borrow().clone();
+        let mut owners = self.owners_for(&view, key);
+        // A draining node still holds its data until the handoff finished: ask it too.
+        if *self.draining.borrow() && !owners.iter().any(|o| o == self.me()) {
+            owners.push(self.me().to_owned());
+        }
+        let level = level.unwrap_or(self.config.read_consistency);
+        let record = if level == Consistency::One {
+            self.read_one(&view, key, owners).await?
+        } else {
+            self.read_many(&view, key, owners, level).await?
+        };
+        match record {
+            Some(Write {
+                value: Some(value),
+                version,
+                expires_at_ms,
+            }) if expires_at_ms.is_none_or(|t| t > now_ms()) => Ok(Stored {
+                value,
+                version,
+                expires_at_ms,
+            }),
+            _ => Err(CacheError::NotFound),
+        }
+    }
+
+    /// `one`: asks the owners in [`Self::read_order`]; the next owner is asked as soon as
+    /// one answers empty or fails, or when none answered within the hedge delay. The
+    /// first record found wins (a tombstone is a miss); owners that answered empty are
+    /// repaired.
+    async fn read_one(
+        &self,
+        view: &ClusterView,
+        key: &str,
+        owners: Vec<String>,
+    ) -> Result<Option<Write>, CacheError> {
+        let order = self.read_order(view, owners);
+        let mut next = 0;
+        let mut pending: FuturesUnordered<Answer<Option<Write>>> = FuturesUnordered::new();
+        let mut answered = false;
+        let mut empty: Vec<String> = Vec::new();
+        let mut found = None;
+        let hedge = tokio::time::sleep(self.config.read_hedge);
+        tokio::pin!(hedge);
+        loop {
+            if pending.is_empty() {
+                let Some(owner) = order.get(next) else { break };
+                pending.push(self.read_from(owner, key));
+                next += 1;
+                hedge
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + self.config.read_hedge);
+            }
+            let more = next < order.len();
+            tokio::select! {
+                Some((owner, r)) = pending.next() => match r {
+                    Ok(Some(w)) => {
+                        found = Some(w);
+                        break;
+                    }
+                    Ok(None) => {
+                        answered = true;
+                        empty.push(owner);
+                    }
+                    Err(e) => tracing::debug!(%owner, error = %e, "replica read failed"),
+                },
+                () = &mut hedge, if more => {
+                    Metrics::inc(&self.metrics.read_hedges_total);
+                    pending.push(self.read_from(&order[next], key));
+                    next += 1;
+                    hedge
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.config.read_hedge);
+                }
+            }
+        }
+        if let Some(w) = &found {
+            for o in &empty {
+                self.read_repair(view, o, key, w);
+            }
+        } else if !answered {
+            Metrics::inc(&self.metrics.quorum_failures_total);
+            return Err(CacheError::Quorum { needed: 1, got: 0 });
+        }
+        Ok(found)
+    }
+
+    /// `quorum` and `all`: asks every owner at once and returns the newest record among
+    /// the required answers; stale owners are repaired.
+    async fn read_many(
+        &self,
+        view: &ClusterView,
+        key: &str,
+        owners: Vec<String>,
+        level: Consistency,
+    ) -> Result<Option<Write>, CacheError> {
+        let needed = level.required(self.replicas(view));
+        let calls: FuturesUnordered<Answer<Option<Write>>> =
+            owners.iter().map(|o| self.read_from(o, key)).collect();
+        let answers = self.collect(needed, calls).await?;
+        let newest: Option<Write> = answers
+            .iter()
+            .filter_map(|(_, rec)| rec.clone())
+            .max_by_key(|w| w.version);
+        if let Some(w) = &newest {
+            for (owner, rec) in &answers {
+                if rec.as_ref().is_none_or(|r| r.version < w.version) {
+                    self.read_repair(view, owner, key, w);
+                }
+            }
+        }
+        Ok(newest)
+    }
+
+    /// Asks the repair actor to push `w` to the stale owner `owner`.
+    fn read_repair(&self, view: &ClusterView, owner: &str, key: &str, w: &Write) {
+        let local = owner == self.me();
+        if !local && view.addr_of(owner).is_none() {
+            return;
+        }
+        self.repair.cast(RepairMsg::Repair {
+            peer: owner.to_owned(),
+            local,
+            key: key.to_owned(),
+            write: w.clone(),
+        });
+    }
+}
