@@ -113,6 +113,8 @@ pub struct PeerGauges {
     pub overflows_total: AtomicU64,
     /// Largest batch sent, in calls.
     pub max_batch: AtomicU64,
+    /// Most calls ever queued at once (high-water mark).
+    pub queue_items_max: AtomicU64,
 }
 
 /// [`PeerGauges`] by peer id; a peer actor registers its own when it starts.
@@ -149,7 +151,7 @@ impl PeerMetrics {
     }
 
     /// `(peer, [(series, value)])` for every peer, series named without the prefix.
-    pub fn rows(&self) -> Vec<(String, [(&'static str, u64); 7])> {
+    pub fn rows(&self) -> Vec<(String, [(&'static str, u64); 8])> {
         self.by_peer
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -165,6 +167,7 @@ impl PeerMetrics {
                         ("peer_calls", g.calls_total.load(Relaxed)),
                         ("peer_overflows", g.overflows_total.load(Relaxed)),
                         ("peer_max_batch", g.max_batch.load(Relaxed)),
+                        ("peer_queue_items_max", g.queue_items_max.load(Relaxed)),
                     ],
                 )
             })
@@ -173,7 +176,7 @@ impl PeerMetrics {
 }
 
 /// Help text of the per-peer series (label `peer`).
-const PEER_SERIES_HELP: [(&str, &str, &str); 7] = [
+const PEER_SERIES_HELP: [(&str, &str, &str); 8] = [
     (
         "peer_queue_items",
         "gauge",
@@ -208,6 +211,11 @@ const PEER_SERIES_HELP: [(&str, &str, &str); 7] = [
         "peer_max_batch",
         "gauge",
         "Largest batch sent to the peer, in calls.",
+    ),
+    (
+        "peer_queue_items_max",
+        "gauge",
+        "Most calls queued for the peer at once since start (high-water mark).",
     ),
 ];
 

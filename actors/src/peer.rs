@@ -124,6 +124,8 @@ impl PeerState {
     fn export(&self) {
         let g = &self.gauges;
         g.queue_items.store(self.queue.len() as u64, Relaxed);
+        g.queue_items_max
+            .fetch_max(self.queue.len() as u64, Relaxed);
         g.queue_bytes.store(self.queue.bytes() as u64, Relaxed);
         g.in_flight.store(self.in_flight as u64, Relaxed);
     }

@@ -15,7 +15,25 @@ pub type Key = String;
 pub const MAX_KEY_BYTES: usize = 1024;
 
 /// Milliseconds since the Unix epoch on this host's wall clock.
+///
+/// In `test-hooks` builds the clock is the wall clock read once, advanced by tokio's
+/// clock: on a paused tokio clock (the cluster simulator) wall time then moves with
+/// simulated time, as it would in a real cluster; elsewhere it is the same as the wall
+/// clock up to the monotonic clock's slew.
 pub fn now_ms() -> u64 {
+    #[cfg(feature = "test-hooks")]
+    {
+        static START: std::sync::OnceLock<(u64, tokio::time::Instant)> = std::sync::OnceLock::new();
+        let (wall, at) = START.get_or_init(|| (system_ms(), tokio::time::Instant::now()));
+        wall + at.elapsed().as_millis() as u64
+    }
+    #[cfg(not(feature = "test-hooks"))]
+    {
+        system_ms()
+    }
+}
+
+fn system_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
