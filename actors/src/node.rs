@@ -8,10 +8,11 @@ use crate::config::NodeConfig;
 use crate::coordinator::{Coordinator, WriteAck};
 use crate::drain::{DrainMsg, DrainReport};
 use crate::error::CacheError;
+use crate::hint_queue::HintMsg;
 use crate::hlc::Hlc;
 use crate::membership::{initial_view, ClusterView, HeartbeatInfo, MemberInfo, MembershipMsg};
 use crate::metrics::Metrics;
-use crate::peer::{PeerClient, PeerTable};
+use crate::peer::{HintSink, PeerClient, PeerTable};
 use crate::quorum::Consistency;
 use crate::root::{RootArgs, RootMsg, RootSupervisor, Slots};
 use crate::service::DistService;
@@ -81,9 +82,18 @@ pub async fn start_with(
     let wire = Wire::new(transport, &config.node_id, &config.advertise, hlc.clone());
     let slots = Slots::default();
     let peer_table = PeerTable::default();
+    let hint_sink = {
+        let slot = slots.hints.clone();
+        HintSink::new(move |peer, write| {
+            slot.cast(HintMsg::Enqueue {
+                peer: peer.to_owned(),
+                write,
+            });
+        })
+    };
     let peers = PeerClient::new(
         peer_table.clone(),
-        slots.hints.clone(),
+        hint_sink.clone(),
         metrics.clone(),
         config.peer_timeout,
     );
@@ -98,6 +108,7 @@ pub async fn start_with(
         wire: wire.clone(),
         peer_table,
         peers: peers.clone(),
+        hint_sink,
     };
     let (root, join) = Actor::spawn(None, RootSupervisor, args)
         .await

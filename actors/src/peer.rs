@@ -3,9 +3,10 @@
 //! rebalance, drain handoff). Membership probes do not pass here: a probe must not wait
 //! behind data, so the membership actor sends them through [`Wire`] directly.
 //!
-//! - **Batching:** calls that arrive while requests are in flight are coalesced into the
-//!   next dist request ([`PeerQueue::cut`]: bounded in calls and bytes); up to
-//!   `pipeline` requests are in flight at once. Each call gets its own result.
+//! - **Batching:** calls that arrive while a request is in flight are coalesced into the
+//!   next dist request ([`PeerQueue::cut`]: bounded in calls and bytes). A further
+//!   request goes out while one is in flight only when a full batch is waiting, up to
+//!   `pipeline` in flight. Each call gets its own result.
 //! - **Bounds:** the queue is bounded in calls and bytes. A call that finds it full fails
 //!   at once with [`TransportError::QueueFull`]; a replica write among them goes to the
 //!   hint queue. A call that waited longer than the peer timeout fails unsent.
@@ -18,11 +19,9 @@
 //! [`PeerClient`] is the mailbox client everything else uses.
 
 use crate::config::PeerLimits;
-use crate::hint_queue::HintMsg;
 use crate::metrics::{Metrics, PeerGauges};
 use crate::peer_queue::PeerQueue;
-use crate::proto::{Call, CallReply, Rpc};
-use crate::slot::ActorSlot;
+use crate::proto::{Call, CallReply, KeyedWrite, Rpc};
 use crate::transport::{TransportError, Wire};
 use crate::types::ApplyMode;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -32,6 +31,25 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+
+/// Where a peer actor puts the writes of failed coordinated calls: the hint queue, as
+/// the root wires it (this module does not know the hint queue's mailbox, so the two do
+/// not import each other).
+#[derive(Clone)]
+pub struct HintSink(Arc<HintFn>);
+
+/// What a [`HintSink`] calls: `(peer id, write)`.
+type HintFn = dyn Fn(&str, KeyedWrite) + Send + Sync;
+
+impl HintSink {
+    pub fn new(put: impl Fn(&str, KeyedWrite) + Send + Sync + 'static) -> Self {
+        Self(Arc::new(put))
+    }
+
+    fn put(&self, peer: &str, write: KeyedWrite) {
+        (self.0)(peer, write)
+    }
+}
 
 /// Where the result of one call goes.
 pub type CallResult = Result<CallReply, TransportError>;
@@ -69,7 +87,7 @@ pub struct PeerArgs {
     pub limits: PeerLimits,
     /// How long one batch request may take.
     pub timeout: Duration,
-    pub hints: ActorSlot<HintMsg>,
+    pub hints: HintSink,
     pub metrics: Arc<Metrics>,
 }
 
@@ -94,21 +112,18 @@ fn retryable(e: &TransportError) -> bool {
 }
 
 /// Queues the writes of a failed replica call as hints for `peer`.
-pub fn hint_failed(hints: &ActorSlot<HintMsg>, peer: &str, call: Call) {
+pub fn hint_failed(hints: &HintSink, peer: &str, call: Call) {
     if let Call::Replicate(r) = call {
         if r.mode == ApplyMode::Normal {
             for write in r.writes {
-                hints.cast(HintMsg::Enqueue {
-                    peer: peer.to_owned(),
-                    write,
-                });
+                hints.put(peer, write);
             }
         }
     }
 }
 
 /// Answers one call with a failure (and hints it when asked to and worth it).
-fn fail(c: PeerCall, e: TransportError, peer: &str, hints: &ActorSlot<HintMsg>, metrics: &Metrics) {
+fn fail(c: PeerCall, e: TransportError, peer: &str, hints: &HintSink, metrics: &Metrics) {
     if c.coordinated {
         Metrics::inc(&metrics.forward_failures_total);
     }
@@ -149,6 +164,11 @@ impl PeerState {
     /// Sends batches until `pipeline` requests are in flight or the queue is empty.
     fn pump(&mut self, myself: &ActorRef<PeerMsg>) {
         while self.in_flight < self.args.limits.pipeline.max(1) && !self.queue.is_empty() {
+            // With a request in flight, only a full batch earns another one; the rest
+            // waits and is coalesced into the next request.
+            if self.in_flight > 0 && !self.queue.has_full_batch() {
+                break;
+            }
             let cut = self.queue.cut(Instant::now());
             for c in cut.expired {
                 Metrics::inc(&self.args.metrics.peer_calls_expired_total);
@@ -358,7 +378,7 @@ impl PeerTable {
 #[derive(Clone)]
 pub struct PeerClient {
     table: PeerTable,
-    hints: ActorSlot<HintMsg>,
+    hints: HintSink,
     metrics: Arc<Metrics>,
     timeout: Duration,
 }
@@ -367,7 +387,7 @@ impl PeerClient {
     /// `timeout` bounds how long a call may wait in a queue and then on the wire.
     pub fn new(
         table: PeerTable,
-        hints: ActorSlot<HintMsg>,
+        hints: HintSink,
         metrics: Arc<Metrics>,
         timeout: Duration,
     ) -> Self {

@@ -59,6 +59,13 @@ impl<T> PeerQueue<T> {
         self.bytes
     }
 
+    /// True when a whole batch is waiting (the batch item or byte bound is reached): the
+    /// rule for sending another request while one is already in flight, so that extra
+    /// pipeline slots carry full batches instead of splitting the queue into small ones.
+    pub fn has_full_batch(&self) -> bool {
+        self.entries.len() >= self.limits.batch_items || self.bytes >= self.limits.batch_bytes
+    }
+
     /// Queues `item`; `Err(item)` when the queue is full in items or bytes. An entry
     /// heavier than the whole byte bound is taken only into an empty queue, so a
     /// maximal value can still reach its peer.
@@ -164,6 +171,20 @@ mod tests {
         assert_eq!((last.batch, last.bytes), (vec![4], 1));
         assert!(q.cut(now).batch.is_empty());
         assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn a_full_batch_is_recognised() {
+        let later = Instant::now() + Duration::from_secs(1);
+        let mut q = PeerQueue::new(limits());
+        assert!(!q.has_full_batch());
+        q.push(0, 1, later).unwrap();
+        assert!(!q.has_full_batch());
+        q.push(1, 1, later).unwrap();
+        assert!(q.has_full_batch(), "item bound");
+        let mut q = PeerQueue::new(limits());
+        q.push(0, 30, later).unwrap();
+        assert!(q.has_full_batch(), "byte bound");
     }
 
     #[test]

@@ -27,7 +27,7 @@ use crate::drain::{DrainArgs, DrainCoordinator, DrainMsg};
 use crate::hint_queue::{HintArgs, HintMsg, HintQueueActor};
 use crate::membership::{ClusterView, MembershipActor, MembershipArgs, MembershipMsg};
 use crate::metrics::Metrics;
-use crate::peer::{PeerActor, PeerArgs, PeerClient, PeerMsg, PeerTable};
+use crate::peer::{HintSink, PeerActor, PeerArgs, PeerClient, PeerMsg, PeerTable};
 use crate::proto::WireState;
 use crate::rebalancer::{RebalanceArgs, RebalanceMsg, RebalancerActor};
 use crate::repair::{RepairActor, RepairArgs, RepairMsg};
@@ -88,6 +88,8 @@ pub struct RootArgs {
     pub wire: Wire,
     pub peer_table: PeerTable,
     pub peers: PeerClient,
+    /// Where peer actors queue the writes of failed coordinated calls.
+    pub hint_sink: HintSink,
 }
 
 /// The root's state: its arguments, its children by id, and the restart history.
@@ -245,7 +247,7 @@ impl RootState {
                     wire: a.wire.clone(),
                     limits: c.peer_limits,
                     timeout: c.peer_timeout,
-                    hints: a.slots.hints.clone(),
+                    hints: a.hint_sink.clone(),
                     metrics: a.metrics.clone(),
                 };
                 let (p, _) = Actor::spawn_linked(None, PeerActor, args, root.clone()).await?;

@@ -430,7 +430,6 @@ async fn join_and_leave_under_writes() {
         // node-2 drains (leaves and hands its keys over) while writes go on.
         let leaving = sim.node("node-2").clone();
         let drain = tokio::spawn(async move { leaving.drain().await });
-        sim.nodes.get_mut("node-2").map(|_| ());
         let mut ok = 0;
         for i in 0..100 {
             let k = format!("k{}", i % 100);
