@@ -368,12 +368,82 @@ async fn partition_and_heal() {
         // Writes through either side; whatever was acknowledged must survive the heal.
         sim.write_many(200, 40).await;
         sim.net.heal();
+        // Then a one-way cut: node-1 cannot reach node-2, node-2 still reaches node-1.
+        sim.net.update_faults(|f| {
+            f.cut.insert(("node-1:7946".into(), "node-2:7946".into()));
+        });
+        sim.write_many(100, 40).await;
+        sim.net.heal();
         sim.wait_for("membership healed", Duration::from_secs(60), |s| {
             s.all_alive()
         })
         .await;
         sim.assert_converged_and_nothing_lost(Duration::from_secs(60))
             .await;
+        sim.stop().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn reads_at_one_hedge_past_a_slow_owner() {
+    for seed in seeds(600) {
+        eprintln!("seed {seed}");
+        let mut sim = Sim::start(seed, 5, default_limits()).await;
+        // Keys node-1 does not own: a read at `one` through node-1 asks a peer first.
+        let mut keys = Vec::new();
+        for i in 0.. {
+            let k = format!("h{i}");
+            let owners = sim.node("node-1").owners(&k);
+            if !owners.iter().any(|o| o == "node-1") && owners[0] == "node-2" {
+                sim.node("node-1")
+                    .put(&k, i.to_string().into(), None, Some(Consistency::All))
+                    .await
+                    .expect("write at all");
+                keys.push(k);
+            }
+            if keys.len() == 10 {
+                break;
+            }
+        }
+        // node-2, every key's first owner, freezes: its requests take 3 s.
+        sim.net.update_faults(|f| {
+            f.slow.insert("node-2:7946".into(), Duration::from_secs(3));
+        });
+        let hedges = |s: &Sim| s.nodes["node-1"].metrics.read_hedges_total.load(Relaxed);
+        let before = hedges(&sim);
+        for k in &keys {
+            let started = tokio::time::Instant::now();
+            let got = sim.node("node-1").get(k, Some(Consistency::One)).await;
+            assert!(got.is_ok(), "seed {seed}: {k}: {got:?}");
+            // The next owner was asked after the hedge delay, not after the 500 ms peer
+            // timeout nor the 3 s the frozen owner takes.
+            let took = started.elapsed();
+            assert!(
+                took < Duration::from_millis(100),
+                "seed {seed}: read of {k} took {took:?}"
+            );
+        }
+        assert!(hedges(&sim) > before, "seed {seed}: no hedged read counted");
+        // Once node-2 is suspected, reads skip it without hedging.
+        sim.wait_for(
+            "node-2 suspect or dead on node-1",
+            Duration::from_secs(10),
+            |s| {
+                s.node("node-1").view().members.iter().any(|m| {
+                    m.id == "node-2" && m.state != hypercache_actors::proto::WireState::Alive
+                })
+            },
+        )
+        .await;
+        let before = hedges(&sim);
+        for k in &keys {
+            assert!(sim.node("node-1").get(k, None).await.is_ok());
+        }
+        assert_eq!(
+            hedges(&sim),
+            before,
+            "seed {seed}: a suspect owner was asked first"
+        );
         sim.stop().await;
     }
 }
