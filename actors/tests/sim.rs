@@ -405,9 +405,14 @@ async fn reads_at_one_hedge_past_a_slow_owner() {
                 break;
             }
         }
-        // node-2, every key's first owner, freezes: its requests take 3 s.
+        // node-2, every key's first owner, freezes: requests to it take 3 s and it sends
+        // nothing (so it cannot refute the suspicion either).
         sim.net.update_faults(|f| {
             f.slow.insert("node-2:7946".into(), Duration::from_secs(3));
+            for i in [1, 3, 4, 5] {
+                f.cut
+                    .insert(("node-2:7946".into(), format!("node-{i}:7946")));
+            }
         });
         let hedges = |s: &Sim| s.nodes["node-1"].metrics.read_hedges_total.load(Relaxed);
         let before = hedges(&sim);
