@@ -316,23 +316,45 @@ impl Coordinator {
         owners: Vec<String>,
     ) -> Result<Option<Write>, CacheError> {
         let order = self.read_order(view, owners);
-        let mut next = 0;
-        let mut pending: FuturesUnordered<Answer<Option<Write>>> = FuturesUnordered::new();
         let mut answered = false;
         let mut empty: Vec<String> = Vec::new();
+        let mut rest = &order[..];
+        // This node first, without the machinery of a remote read: a hit here (the
+        // common case on a single node and for owners) costs one shard call.
+        if order.first().is_some_and(|o| o == self.me()) {
+            match self.shards.read(key).await {
+                Ok(Some(w)) => return Ok(Some(w)),
+                Ok(None) => {
+                    answered = true;
+                    empty.push(self.me().to_owned());
+                }
+                Err(e) => tracing::debug!(error = %e, "local read failed"),
+            }
+            rest = &order[1..];
+        }
+        let mut next = 0;
+        let mut pending: FuturesUnordered<Answer<Option<Write>>> = FuturesUnordered::new();
         let mut found = None;
-        let hedge = tokio::time::sleep(self.config.read_hedge);
-        tokio::pin!(hedge);
+        // The hedge timer exists only when there is a further owner to hedge to.
+        let mut hedge =
+            (rest.len() > 1).then(|| Box::pin(tokio::time::sleep(self.config.read_hedge)));
         loop {
             if pending.is_empty() {
-                let Some(owner) = order.get(next) else { break };
+                let Some(owner) = rest.get(next) else { break };
                 pending.push(self.read_from(owner, key));
                 next += 1;
-                hedge
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + self.config.read_hedge);
+                if let Some(h) = hedge.as_mut() {
+                    h.as_mut()
+                        .reset(tokio::time::Instant::now() + self.config.read_hedge);
+                }
             }
-            let more = next < order.len();
+            let more = next < rest.len();
+            let timer = async {
+                match hedge.as_mut() {
+                    Some(h) if more => h.as_mut().await,
+                    _ => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 Some((owner, r)) = pending.next() => match r {
                     Ok(Some(w)) => {
@@ -345,13 +367,14 @@ impl Coordinator {
                     }
                     Err(e) => tracing::debug!(%owner, error = %e, "replica read failed"),
                 },
-                () = &mut hedge, if more => {
+                () = timer => {
                     Metrics::inc(&self.metrics.read_hedges_total);
-                    pending.push(self.read_from(&order[next], key));
+                    pending.push(self.read_from(&rest[next], key));
                     next += 1;
-                    hedge
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + self.config.read_hedge);
+                    if let Some(h) = hedge.as_mut() {
+                        h.as_mut()
+                            .reset(tokio::time::Instant::now() + self.config.read_hedge);
+                    }
                 }
             }
         }
