@@ -43,14 +43,29 @@ async fn bind(addr: &ListenAddr, var: &'static str) -> Result<TcpListener, RunEr
         })
 }
 
-/// Resolves when the process gets SIGTERM or SIGINT; returns the signal's name.
-async fn shutdown_signal() -> &'static str {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => "SIGTERM",
-        _ = int.recv() => "SIGINT",
+/// The process' SIGTERM and SIGINT streams. Installed before any listener serves, so a
+/// signal that arrives while the node starts is a shutdown request, not the default
+/// action (an immediate exit).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        Self {
+            term: signal(SignalKind::terminate()).expect("install SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("install SIGINT handler"),
+        }
+    }
+
+    /// Resolves at the next SIGTERM or SIGINT; returns the signal's name.
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.term.recv() => "SIGTERM",
+            _ = self.int.recv() => "SIGINT",
+        }
     }
 }
 
@@ -71,6 +86,7 @@ fn serve(
 
 /// Runs a node until it is told to stop; `Ok` means a clean shutdown (exit 0).
 pub async fn run(config: Config) -> Result<(), RunError> {
+    let mut signals = Signals::install();
     let config = Arc::new(config);
     let api = bind(&config.api_addr, "HYPERCACHE_API_ADDR").await?;
     let mgmt = bind(&config.mgmt_addr, "HYPERCACHE_MGMT_ADDR").await?;
@@ -120,14 +136,14 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
 
     let signal = tokio::select! {
-        s = shutdown_signal() => s,
+        s = signals.next() => s,
         _ = &mut root_done => {
             return Err(RunError::Actors("the supervision tree stopped unexpectedly".into()));
         }
     };
     // A second signal exits at once.
-    tokio::spawn(async {
-        let s = shutdown_signal().await;
+    tokio::spawn(async move {
+        let s = signals.next().await;
         tracing::warn!(signal = s, "second signal: exiting immediately");
         std::process::exit(130);
     });

@@ -10,7 +10,7 @@
 //! request's own task. Owns no state of its own; a mailbox client like the HTTP handlers.
 
 use crate::config::NodeConfig;
-use crate::error::CacheError;
+use crate::error::{CacheError, OwnerFailure};
 use crate::hlc::Hlc;
 use crate::membership::{ClusterView, MemberState};
 use crate::metrics::Metrics;
@@ -166,6 +166,7 @@ impl Coordinator {
     ) -> Result<Vec<(String, T)>, CacheError> {
         let mut tracker = QuorumTracker::new(needed, pending.len());
         let mut answers = Vec::new();
+        let mut failures = Vec::new();
         loop {
             match tracker.progress() {
                 Progress::Done => return Ok(answers),
@@ -174,6 +175,7 @@ impl Coordinator {
                     return Err(CacheError::Quorum {
                         needed: tracker.needed(),
                         got: tracker.acks(),
+                        failures,
                     });
                 }
                 Progress::Pending => match pending.next().await {
@@ -183,6 +185,7 @@ impl Coordinator {
                     }
                     Some((owner, Err(e))) => {
                         tracing::debug!(%owner, error = %e, "replica call failed");
+                        failures.push(OwnerFailure { owner, error: e });
                         tracker.fail();
                     }
                     None => {
@@ -318,6 +321,7 @@ impl Coordinator {
         let order = self.read_order(view, owners);
         let mut answered = false;
         let mut empty: Vec<String> = Vec::new();
+        let mut failures = Vec::new();
         let mut rest = &order[..];
         // This node first, without the machinery of a remote read: a hit here (the
         // common case on a single node and for owners) costs one shard call.
@@ -328,7 +332,10 @@ impl Coordinator {
                     answered = true;
                     empty.push(self.me().to_owned());
                 }
-                Err(e) => tracing::debug!(error = %e, "local read failed"),
+                Err(e) => failures.push(OwnerFailure {
+                    owner: self.me().to_owned(),
+                    error: e.to_string(),
+                }),
             }
             rest = &order[1..];
         }
@@ -365,7 +372,7 @@ impl Coordinator {
                         answered = true;
                         empty.push(owner);
                     }
-                    Err(e) => tracing::debug!(%owner, error = %e, "replica read failed"),
+                    Err(e) => failures.push(OwnerFailure { owner, error: e }),
                 },
                 () = timer => {
                     Metrics::inc(&self.metrics.read_hedges_total);
@@ -384,7 +391,11 @@ impl Coordinator {
             }
         } else if !answered {
             Metrics::inc(&self.metrics.quorum_failures_total);
-            return Err(CacheError::Quorum { needed: 1, got: 0 });
+            return Err(CacheError::Quorum {
+                needed: 1,
+                got: 0,
+                failures,
+            });
         }
         Ok(found)
     }

@@ -409,7 +409,35 @@ mod tests {
         }
 
         #[test]
+        fn batch_round_trips(writes in proptest::collection::vec(arb_write(), 0..6), key in "[a-z]{1,20}", seq in any::<u64>()) {
+            let calls = vec![
+                Call::Replicate(Replicate {
+                    writes: writes.iter().cloned().map(|w| KeyedWrite { key: key.clone(), write: w }).collect(),
+                    mode: ApplyMode::Normal,
+                }),
+                Call::Read(Read { key: key.clone() }),
+                Call::Ping(Ping { seq, members: vec![] }),
+                Call::AeFetch(AeFetch { keys: vec![key.clone(), key.clone()] }),
+            ];
+            let msg = env(Batch { calls: calls.clone() });
+            // The borrowed form the sender encodes is the same bytes as the owned one.
+            prop_assert_eq!(encode(&env(BatchRef { calls: &calls })), encode(&msg));
+            let back: Envelope<Batch> = decode_envelope(&encode(&msg)).unwrap();
+            prop_assert_eq!(back, msg);
+            let reply = env(BatchReply {
+                results: vec![
+                    Ok(CallReply::Read(ReadReply { record: writes.first().cloned() })),
+                    Err(ItemError { code: "BAD_REQUEST".into(), message: key.clone() }),
+                ],
+            });
+            let back: Envelope<BatchReply> = decode(&encode(&reply)).unwrap();
+            prop_assert_eq!(back, reply);
+        }
+
+        #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = decode_envelope::<Batch>(&bytes);
+            let _ = decode::<Envelope<BatchReply>>(&bytes);
             let _ = decode_envelope::<Replicate>(&bytes);
             let _ = decode_envelope::<Ping>(&bytes);
         }
@@ -451,6 +479,17 @@ mod tests {
             .collect();
         assert_eq!(keys, vec![vec!["a", "b"], vec!["c"], vec!["d"], vec!["e"]]);
         assert!(chunk_writes(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn each_request_type_maps_to_its_own_reply() {
+        let ack = CallReply::Read(ReadReply { record: None });
+        assert_eq!(
+            Read::from_reply(ack.clone()),
+            Some(ReadReply { record: None })
+        );
+        assert_eq!(Replicate::from_reply(ack), None, "a wrong reply is refused");
+        assert_eq!(Read { key: "k".into() }.into_call().kind(), "read");
     }
 
     #[test]
