@@ -143,6 +143,18 @@ impl Coordinator {
         let owners = self.owners_for(&view, key);
         let level = level.unwrap_or(self.config.write_consistency);
         let needed = level.required(self.replicas(&view));
+        if needed > owners.len() {
+            // Refused before anything is sent: no owner gets a write that cannot succeed.
+            Metrics::inc(&self.metrics.quorum_failures_total);
+            return Err(CacheError::Quorum {
+                needed,
+                got: 0,
+                failures: vec![OwnerFailure {
+                    owner: "ring".into(),
+                    error: format!("only {} owners are in the ring", owners.len()),
+                }],
+            });
+        }
         let answers: FuturesUnordered<Answer<ApplyOutcome>> = owners
             .iter()
             .map(|o| self.replicate_to(o, key, write.clone()))
@@ -371,8 +383,27 @@ impl Coordinator {
                     Ok(None) => {
                         answered = true;
                         empty.push(owner);
+                        // Ask the next owner now, not at the next hedge.
+                        if let Some(o) = rest.get(next) {
+                            pending.push(self.read_from(o, key));
+                            next += 1;
+                            if let Some(h) = hedge.as_mut() {
+                                h.as_mut()
+                                    .reset(tokio::time::Instant::now() + self.config.read_hedge);
+                            }
+                        }
                     }
-                    Err(e) => failures.push(OwnerFailure { owner, error: e }),
+                    Err(e) => {
+                        failures.push(OwnerFailure { owner, error: e });
+                        if let Some(o) = rest.get(next) {
+                            pending.push(self.read_from(o, key));
+                            next += 1;
+                            if let Some(h) = hedge.as_mut() {
+                                h.as_mut()
+                                    .reset(tokio::time::Instant::now() + self.config.read_hedge);
+                            }
+                        }
+                    }
                 },
                 () = timer => {
                     Metrics::inc(&self.metrics.read_hedges_total);

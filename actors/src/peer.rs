@@ -75,6 +75,9 @@ pub enum PeerMsg {
     Sent,
     /// The member's dist address changed (from the published view).
     Address(String),
+    /// The member left the cluster: fail every queued call (without hints: nobody would
+    /// replay them) and stop.
+    Retire,
 }
 
 /// Start-up arguments.
@@ -106,8 +109,17 @@ pub struct PeerActor;
 fn retryable(e: &TransportError) -> bool {
     match e {
         TransportError::Refused { code, .. } => code == "INTERNAL" || code == "OVERLOADED",
-        TransportError::ProtocolVersion(_) => false,
-        _ => true,
+        // A whole request refused for what it is (malformed, unauthorized, unknown route)
+        // fails the same way on replay; server errors and throttling may pass later.
+        TransportError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
+        TransportError::ProtocolVersion(_) | TransportError::PeerLeft => false,
+        TransportError::Unreachable(_)
+        | TransportError::Timeout
+        | TransportError::Decode(_)
+        | TransportError::Cut
+        | TransportError::QueueFull
+        | TransportError::UnknownPeer(_)
+        | TransportError::Dropped => true,
     }
 }
 
@@ -285,6 +297,20 @@ impl Actor for PeerActor {
         match msg {
             PeerMsg::Call(c) => state.enqueue(c),
             PeerMsg::Sent => state.in_flight = state.in_flight.saturating_sub(1),
+            PeerMsg::Retire => {
+                for c in state.queue.take_all() {
+                    fail(
+                        c,
+                        TransportError::PeerLeft,
+                        &state.args.peer,
+                        &state.args.hints,
+                        &state.args.metrics,
+                    );
+                }
+                state.export();
+                myself.stop(Some("member left".into()));
+                return Ok(());
+            }
             PeerMsg::Address(addr) => {
                 if addr != state.args.addr {
                     tracing::info!(peer = %state.args.peer, from = %state.args.addr, to = %addr, "peer address changed");
@@ -438,6 +464,46 @@ impl PeerClient {
             }),
             Ok(Err(_)) => Err(TransportError::Dropped),
             Err(_) => Err(TransportError::Timeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_that_may_pass_are_hinted() {
+        let status = |s| TransportError::Status {
+            status: s,
+            body: String::new(),
+        };
+        let refused = |c: &str| TransportError::Refused {
+            code: c.into(),
+            message: String::new(),
+        };
+        for e in [
+            TransportError::Timeout,
+            TransportError::Unreachable("x".into()),
+            TransportError::QueueFull,
+            TransportError::Dropped,
+            status(503),
+            status(429),
+            refused("INTERNAL"),
+            refused("OVERLOADED"),
+        ] {
+            assert!(retryable(&e), "{e}");
+        }
+        for e in [
+            status(400),
+            status(401),
+            status(404),
+            refused("BAD_REQUEST"),
+            refused("DRAINING"),
+            TransportError::ProtocolVersion("2 vs 3".into()),
+            TransportError::PeerLeft,
+        ] {
+            assert!(!retryable(&e), "{e}");
         }
     }
 }

@@ -182,8 +182,21 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
     rmp_serde::to_vec_named(msg).unwrap_or_default()
 }
 
-/// Decodes an envelope and checks its version.
+/// The version field alone (every other field of the envelope is skipped), so that a
+/// body of another version is recognised as such even when the rest of it would not
+/// decode under this version's types.
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u16,
+}
+
+/// Decodes an envelope and checks its version (first, from the version field alone).
 pub fn decode_envelope<T: DeserializeOwned>(bytes: &[u8]) -> Result<Envelope<T>, DecodeError> {
+    if let Ok(h) = rmp_serde::from_slice::<VersionOnly>(bytes) {
+        if h.v != PROTOCOL_VERSION {
+            return Err(DecodeError::Version { got: h.v });
+        }
+    }
     let env: Envelope<T> =
         rmp_serde::from_slice(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     if env.v != PROTOCOL_VERSION {
@@ -490,6 +503,17 @@ mod tests {
         );
         assert_eq!(Replicate::from_reply(ack), None, "a wrong reply is refused");
         assert_eq!(Read { key: "k".into() }.into_call().kind(), "read");
+    }
+
+    #[test]
+    fn another_version_is_recognised_even_when_its_body_is_foreign() {
+        let body = serde_json::json!({"v": 3, "from": "x", "from_addr": "x:1", "hlc": 1,
+            "body": {"calls": [{"SomeFutureCall": {"anything": [1, 2, 3]}}]}});
+        let bytes = rmp_serde::to_vec_named(&body).unwrap();
+        assert_eq!(
+            decode_envelope::<Batch>(&bytes),
+            Err(DecodeError::Version { got: 3 })
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! ├── RepairActor           restart (in-flight repairs are forgotten; anti-entropy covers them)
 //! ├── HintQueueActor        restart empty (lost hints are repaired by anti-entropy)
 //! ├── PeerActor × peers     one per remote member not known to have left, started and
-//! │                         stopped as the published view changes; restart (its queued
-//! │                         calls fail, writes among them were hinted or are repaired)
+//! │                         stopped as the published view changes; restart (calls it
+//! │                         held fail as `Dropped`; anti-entropy repairs the writes)
 //! └── ShardActor × N        restart empty; the shard table gets the new reference
 //! ```
 //!
@@ -268,7 +268,10 @@ impl RootState {
             if !wanted.contains_key(&peer) {
                 if let Some(a) = self.args.peer_table.remove(&peer) {
                     self.children.remove(&a.get_id());
-                    a.stop(Some("member left".into()));
+                    // The actor fails its queue (no hints: the member is gone) and stops.
+                    if a.cast(PeerMsg::Retire).is_err() {
+                        a.stop(Some("member left".into()));
+                    }
                     self.args.metrics.peers.remove(&peer);
                     tracing::info!(%peer, "peer actor stopped");
                 }
@@ -355,6 +358,9 @@ impl Actor for RootSupervisor {
     ) -> Result<RootState, ActorProcessingErr> {
         let cell = myself.get_cell();
         let shards = args.config.shards;
+        // Subscribe before anything can publish, so no change between the first
+        // reconcile and the forwarding task is missed.
+        let mut changes = args.view.subscribe();
         let mut state = RootState {
             args,
             children: HashMap::new(),
@@ -375,7 +381,6 @@ impl Actor for RootSupervisor {
         }
         state.reconcile_peers(&cell).await?;
         // Forward view changes to the mailbox; the task ends with the root.
-        let mut changes = state.args.view.subscribe();
         let me = myself.clone();
         tokio::spawn(async move {
             while changes.changed().await.is_ok() {

@@ -237,11 +237,13 @@ impl DistService {
         for (target, kw) in req.hints {
             if *target == *self.me {
                 self.shards.apply(&kw.key, kw.write).await?;
-            } else {
-                self.hints.cast(HintMsg::Enqueue {
-                    peer: target,
-                    write: kw,
-                });
+            } else if !self.hints.cast(HintMsg::Enqueue {
+                peer: target,
+                write: kw,
+            }) {
+                return Err(CacheError::Internal(format!(
+                    "hint queue unavailable; {n} of the hints were taken"
+                )));
             }
             n += 1;
         }

@@ -8,8 +8,8 @@
 
 use crate::hlc::Hlc;
 use crate::proto::{
-    decode, encode, BatchRef, BatchReply, Call, CallReply, Envelope, ItemError, Rpc, BATCH_PATH,
-    PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
+    decode_envelope, encode, BatchRef, BatchReply, Call, CallReply, DecodeError, Envelope,
+    ItemError, Rpc, BATCH_PATH, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -49,6 +49,9 @@ pub enum TransportError {
     /// The peer actor stopped before answering (restart or shutdown).
     #[error("peer actor stopped before answering")]
     Dropped,
+    /// The member left the cluster while the call waited for it.
+    #[error("the peer left the cluster")]
+    PeerLeft,
 }
 
 impl TransportError {
@@ -255,14 +258,12 @@ impl Wire {
             }
             other => other?,
         };
-        let env: Envelope<BatchReply> =
-            decode(&bytes).map_err(|e| TransportError::Decode(e.to_string()))?;
-        if env.v != PROTOCOL_VERSION {
-            return Err(TransportError::ProtocolVersion(format!(
-                "peer answered with protocol version {}",
-                env.v
-            )));
-        }
+        let env: Envelope<BatchReply> = decode_envelope(&bytes).map_err(|e| match e {
+            DecodeError::Version { got } => TransportError::ProtocolVersion(format!(
+                "peer answered with protocol version {got}"
+            )),
+            DecodeError::Malformed(m) => TransportError::Decode(m),
+        })?;
         if env.body.results.len() != n {
             return Err(TransportError::Decode(format!(
                 "peer answered {} results for {n} calls",
