@@ -211,6 +211,10 @@ pub const KNOWN: &[&str] = &[
     "READ_HEDGE",
 ];
 
+/// The longest duration any setting takes: every deadline computed from a setting
+/// (`now + timeout`, sums of timeouts) stays far from overflowing.
+pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 struct Reader<'a> {
     vars: &'a HashMap<String, String>,
 }
@@ -264,6 +268,11 @@ impl Reader<'_> {
         match self.raw(name) {
             None => Ok(default),
             Some((var, v)) => match parse_duration(&v) {
+                Ok(d) if d > MAX_CONFIG_DURATION => Err(Self::err(
+                    &var,
+                    &v,
+                    "a duration of at most 10 years (timers and deadlines are computed from it)",
+                )),
                 Ok(d) if d >= min => Ok(d),
                 Ok(_) => Err(Self::err(
                     &var,
@@ -593,6 +602,14 @@ mod tests {
             .iter()
             .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn durations_past_ten_years_are_refused() {
+        let e = fails(&[("DRAIN_TIMEOUT", "5124095576030431h")], "DRAIN_TIMEOUT");
+        assert!(e.to_string().contains("at most 10 years"), "{e}");
+        fails(&[("READ_HEDGE", "20000000h")], "READ_HEDGE");
+        assert!(Config::from_vars(&vars(&[("DRAIN_TIMEOUT", "87000h")])).is_ok());
     }
 
     #[track_caller]

@@ -78,7 +78,15 @@ impl Coordinator {
             });
         }
         let now = now_ms();
-        let expires_at_ms = ttl.map(|t| now.saturating_add(t.as_millis() as u64));
+        let expires_at_ms = match ttl {
+            None => None,
+            Some(t) => Some(
+                u64::try_from(t.as_millis())
+                    .ok()
+                    .and_then(|ms| now.checked_add(ms))
+                    .ok_or_else(|| CacheError::BadRequest(format!("ttl {t:?} is out of range")))?,
+            ),
+        };
         self.write(key, Some(value), expires_at_ms, now, level)
             .await
     }

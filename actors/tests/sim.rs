@@ -632,3 +632,15 @@ async fn slow_peer_under_full_write_load_stays_bounded() {
         sim.stop().await;
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_out_of_range_ttl_is_refused_and_changes_nothing() {
+    let sim = Sim::start(700, 1, default_limits()).await;
+    let n = sim.node("node-1");
+    let r = n
+        .put("k", "v".into(), Some(Duration::MAX), Some(Consistency::One))
+        .await;
+    assert!(matches!(r, Err(CacheError::BadRequest(_))), "{r:?}");
+    assert_eq!(n.dist().read_local("k").await.unwrap(), None);
+    sim.stop().await;
+}
