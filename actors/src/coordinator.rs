@@ -382,6 +382,8 @@ impl Coordinator {
                     _ => std::future::pending().await,
                 }
             };
+            // A hit ends the loop; an empty answer, a failure or the hedge timer asks the
+            // next owner at once.
             tokio::select! {
                 Some((owner, r)) = pending.next() => match r {
                     Ok(Some(w)) => {
@@ -391,36 +393,17 @@ impl Coordinator {
                     Ok(None) => {
                         answered = true;
                         empty.push(owner);
-                        // Ask the next owner now, not at the next hedge.
-                        if let Some(o) = rest.get(next) {
-                            pending.push(self.read_from(o, key));
-                            next += 1;
-                            if let Some(h) = hedge.as_mut() {
-                                h.as_mut()
-                                    .reset(tokio::time::Instant::now() + self.config.read_hedge);
-                            }
-                        }
                     }
-                    Err(e) => {
-                        failures.push(OwnerFailure { owner, error: e });
-                        if let Some(o) = rest.get(next) {
-                            pending.push(self.read_from(o, key));
-                            next += 1;
-                            if let Some(h) = hedge.as_mut() {
-                                h.as_mut()
-                                    .reset(tokio::time::Instant::now() + self.config.read_hedge);
-                            }
-                        }
-                    }
+                    Err(e) => failures.push(OwnerFailure { owner, error: e }),
                 },
-                () = timer => {
-                    Metrics::inc(&self.metrics.read_hedges_total);
-                    pending.push(self.read_from(&rest[next], key));
-                    next += 1;
-                    if let Some(h) = hedge.as_mut() {
-                        h.as_mut()
-                            .reset(tokio::time::Instant::now() + self.config.read_hedge);
-                    }
+                () = timer => Metrics::inc(&self.metrics.read_hedges_total),
+            }
+            if let Some(o) = rest.get(next) {
+                pending.push(self.read_from(o, key));
+                next += 1;
+                if let Some(h) = hedge.as_mut() {
+                    h.as_mut()
+                        .reset(tokio::time::Instant::now() + self.config.read_hedge);
                 }
             }
         }
