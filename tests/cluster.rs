@@ -357,3 +357,42 @@ async fn bad_input_on_the_dist_listener_changes_nothing() {
     assert_eq!(n.put("after", "ok").await.status(), 200);
     assert_eq!(c.node(2).get("after").await.status(), 200);
 }
+
+/// A ping-req is relayed only to a member the relay knows, at the address it knows for
+/// it: the address in the request is never dialled.
+#[tokio::test]
+async fn ping_req_reaches_only_known_members() {
+    let c = Cluster::start(2, &[("AUTH_TOKEN", TOKEN)]).await;
+    let bait = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let bait_addr = bait.local_addr().unwrap().to_string();
+    let ping_req = |target: &str| {
+        let env = serde_json::json!({"v": 2, "from": "x", "from_addr": "x:1", "hlc": 1,
+            "body": {"calls": [{"PingReq": {"seq": 7, "target_id": target,
+                "target_addr": bait_addr, "members": []}}]}});
+        rmp_serde::to_vec_named(&env).unwrap()
+    };
+    let raw = reqwest::Client::new();
+    let url = c.node(1).dist_url("/dist/v2/batch");
+    for (target, acked) in [("nobody", false), ("node-2", true)] {
+        let r = raw
+            .post(&url)
+            .bearer_auth(TOKEN)
+            .body(ping_req(target))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let reply: serde_json::Value = rmp_serde::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            reply["body"]["results"][0]["Ok"]["PingReq"]["acked"], acked,
+            "{target}: {reply}"
+        );
+    }
+    // The known target was probed at its own address, the unknown one not at all: the
+    // address named in the requests never saw a connection.
+    let dialled = tokio::time::timeout(Duration::from_millis(300), bait.accept()).await;
+    assert!(
+        dialled.is_err(),
+        "the relay dialled the address a request named"
+    );
+}

@@ -235,12 +235,11 @@ impl RootState {
                 d.get_cell()
             }
             Child::Peer(peer) => {
-                let addr = a
-                    .view
-                    .borrow()
-                    .addr_of(peer)
-                    .map(str::to_owned)
-                    .unwrap_or_default();
+                let Some(addr) = a.view.borrow().addr_of(peer).map(str::to_owned) else {
+                    // Gone from the view meanwhile: the next reconcile starts it if it returns.
+                    tracing::info!(%peer, "peer actor not started: the member is no longer known");
+                    return Ok(());
+                };
                 let args = PeerArgs {
                     peer: peer.clone(),
                     addr,

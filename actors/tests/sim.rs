@@ -470,6 +470,29 @@ async fn crash_and_restart_of_an_owner() {
             hinted > 0,
             "seed {seed}: no hints queued for the crashed owner"
         );
+        // Once node-2 is out of the ring, a write at `all` cannot reach its level: it is
+        // refused before any owner gets it.
+        sim.wait_for(
+            "node-2 out of node-1's ring",
+            Duration::from_secs(10),
+            |s| !s.node("node-1").view().ring.contains("node-2"),
+        )
+        .await;
+        let r = sim
+            .node("node-1")
+            .put("all-key", "x".into(), None, Some(Consistency::All))
+            .await;
+        assert!(
+            matches!(r, Err(CacheError::Quorum { got: 0, .. })),
+            "seed {seed}: {r:?}"
+        );
+        for id in ["node-1", "node-3"] {
+            let rec = sim.node(id).dist().read_local("all-key").await.unwrap();
+            assert_eq!(
+                rec, None,
+                "seed {seed}: {id} holds a write that was refused"
+            );
+        }
         sim.boot("node-2").await;
         sim.wait_for(
             "node-2 back alive everywhere",
@@ -530,6 +553,20 @@ async fn join_and_leave_under_writes() {
         let report = drain.await.unwrap().expect("drain answers");
         assert!(report.handoff_complete, "seed {seed}: {report:?}");
         sim.crash("node-2").await;
+        // node-1 retired its peer actor for the member that left.
+        sim.wait_for(
+            "node-2's peer actor retired on node-1",
+            Duration::from_secs(10),
+            |s| {
+                !s.nodes["node-1"]
+                    .metrics
+                    .peers
+                    .rows()
+                    .iter()
+                    .any(|(p, _)| p == "node-2")
+            },
+        )
+        .await;
         sim.assert_converged_and_nothing_lost(Duration::from_secs(60))
             .await;
         sim.stop().await;
@@ -607,6 +644,13 @@ async fn slow_peer_under_full_write_load_stays_bounded() {
         );
         let m1 = &sim.nodes["node-1"].metrics;
         let m2 = &sim.nodes["node-2"].metrics;
+        // Between the two healthy nodes, calls that queued while a request was in flight
+        // travelled together.
+        let batched = m1.peers.of("node-2").max_batch.load(Relaxed);
+        assert!(
+            batched > 1,
+            "seed {seed}: no batch to node-2 carried more than one call"
+        );
         for m in [m1, m2] {
             let high = m.peers.of("node-3").queue_items_max.load(Relaxed);
             assert_eq!(
