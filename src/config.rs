@@ -6,7 +6,7 @@
 //! There is no silent fall-back: a variable that is set must parse.
 
 use crate::duration::{parse_duration, parse_size, DurationError};
-use hypercache_actors::proto::MAX_BATCH_CALLS;
+use hypercache_actors::proto::{MAX_BATCH_CALLS, MAX_DIST_BODY};
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -135,6 +135,23 @@ pub struct Config {
     #[serde(with = "ms")]
     pub shutdown_grace: Duration,
     pub max_inflight: usize,
+    /// With no token for a listener, refuse its protected routes to non-loopback peers.
+    pub protected_mode: bool,
+    /// What the dist listener accepts and what peers send (defaults to the auth token).
+    #[serde(serialize_with = "redact")]
+    pub peer_token: Option<String>,
+    #[serde(with = "ms")]
+    pub header_read_timeout: Duration,
+    #[serde(with = "ms")]
+    pub body_read_timeout: Duration,
+    #[serde(with = "ms")]
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub mgmt_max_connections: usize,
+    pub dist_max_connections: usize,
+    pub client_buffer_bytes: u64,
+    pub dist_buffer_bytes: u64,
+    pub max_members: usize,
 }
 
 fn redact<S: serde::Serializer>(t: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -209,7 +226,36 @@ pub const KNOWN: &[&str] = &[
     "PEER_BATCH_BYTES",
     "PEER_PIPELINE",
     "READ_HEDGE",
+    "PROTECTED_MODE",
+    "PEER_TOKEN",
+    "HEADER_READ_TIMEOUT",
+    "BODY_READ_TIMEOUT",
+    "IDLE_TIMEOUT",
+    "MAX_CONNECTIONS",
+    "MGMT_MAX_CONNECTIONS",
+    "DIST_MAX_CONNECTIONS",
+    "CLIENT_BUFFER_BYTES",
+    "DIST_BUFFER_BYTES",
+    "MAX_MEMBERS",
 ];
+
+/// Settings of the Go server that configure security (client TLS and mTLS, scoped tokens,
+/// OIDC) and that this version does not implement. Setting one stops start-up (exit 2):
+/// a node that silently ignored them would run open and in clear text.
+pub const UNSUPPORTED_SECURITY: &[&str] = &[
+    "AUTH_CONFIG",
+    "API_TLS_CERT",
+    "API_TLS_KEY",
+    "API_TLS_CLIENT_CA",
+    "OIDC_ISSUER",
+    "OIDC_AUDIENCE",
+    "OIDC_IDENTITY_CLAIM",
+    "OIDC_SCOPE_CLAIM",
+];
+
+/// Words that make an unknown `HYPERCACHE_*` variable security-relevant: such a variable
+/// stops start-up instead of being warned about, whatever its name.
+const SECURITY_WORDS: &[&str] = &["TLS", "OIDC", "AUTH", "TOKEN", "CERT", "SECRET", "PASSWORD"];
 
 /// The longest duration any setting takes: every deadline computed from a setting
 /// (`now + timeout`, sums of timeouts) stays far from overflowing.
@@ -287,6 +333,17 @@ impl Reader<'_> {
         }
     }
 
+    fn boolean(&self, name: &str, default: bool) -> Result<bool, ConfigError> {
+        match self.raw(name) {
+            None => Ok(default),
+            Some((var, v)) => match v.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(Self::err(&var, &v, "true or false")),
+            },
+        }
+    }
+
     fn size(&self, name: &str, default: Option<u64>) -> Result<Option<u64>, ConfigError> {
         match self.raw(name) {
             None => Ok(default),
@@ -341,13 +398,12 @@ pub fn parse_seed(s: &str) -> Option<Seed> {
         None => (None, s),
     };
     let l = parse_listen(addr)?;
-    if l.host.is_empty() {
+    let address = format!("{}:{}", l.host, l.port);
+    let id_ok = id.as_deref().is_none_or(hypercache_actors::swim::valid_id);
+    if l.host.is_empty() || !id_ok || !hypercache_actors::swim::valid_addr(&address) {
         return None;
     }
-    Some(Seed {
-        id,
-        address: format!("{}:{}", l.host, l.port),
-    })
+    Some(Seed { id, address })
 }
 
 /// The machine's hostname, the default node id.
@@ -370,21 +426,30 @@ impl Config {
     /// Validates a set of `HYPERCACHE_*` variables (full names) into a configuration.
     pub fn from_vars(vars: &HashMap<String, String>) -> Result<Config, ConfigError> {
         let r = Reader { vars };
+        Self::refuse_unsupported_security(vars)?;
         let host = hostname();
         let node_id = r.string("NODE_ID", &host).trim().to_owned();
-        if node_id.is_empty()
-            || node_id.contains(|c: char| c.is_whitespace() || c == '@' || c == ',')
-        {
+        if !hypercache_actors::swim::valid_id(&node_id) {
             return Err(Reader::err(
                 "HYPERCACHE_NODE_ID",
                 &node_id,
-                "a non-empty id without spaces, '@' or ','",
+                "an id of 1 to 128 bytes without spaces, control characters or any of @ , / ? #",
             ));
         }
         let api_addr = r.addr("API_ADDR", ":8080")?;
         let mgmt_addr = r.addr("MGMT_ADDR", ":8081")?;
         let dist_addr = r.addr("DIST_ADDR", ":7946")?;
         let advertise = dist_addr.advertise(&host);
+        if !hypercache_actors::swim::valid_addr(&advertise) {
+            let (var, v) = r
+                .raw("DIST_ADDR")
+                .unwrap_or_else(|| ("HYPERCACHE_DIST_ADDR".into(), advertise.clone()));
+            return Err(Reader::err(
+                &var,
+                &v,
+                "an address peers can dial: host:port with a DNS name, an IPv4 address or a bracketed IPv6 address (with :port alone, the hostname is used)",
+            ));
+        }
         let mut seeds = Vec::new();
         if let Some((var, v)) = r.raw("SEEDS") {
             for part in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -442,6 +507,33 @@ impl Config {
             .raw("AUTH_TOKEN")
             .map(|(_, v)| v)
             .filter(|t| !t.is_empty());
+        let peer_token = r
+            .raw("PEER_TOKEN")
+            .map(|(_, v)| v)
+            .filter(|t| !t.is_empty())
+            .or_else(|| auth_token.clone());
+        let client_buffer_bytes = r
+            .size("CLIENT_BUFFER_BYTES", Some(256 << 20))?
+            .unwrap_or(256 << 20);
+        if client_buffer_bytes < max_value_bytes || client_buffer_bytes > u32::MAX as u64 {
+            let (var, v) = r.raw("CLIENT_BUFFER_BYTES").unwrap_or_default();
+            return Err(Reader::err(
+                &var,
+                &v,
+                "at least HYPERCACHE_MAX_VALUE_BYTES (one largest value must fit) and below 4GiB",
+            ));
+        }
+        let dist_buffer_bytes = r
+            .size("DIST_BUFFER_BYTES", Some(256 << 20))?
+            .unwrap_or(256 << 20);
+        if dist_buffer_bytes < MAX_DIST_BODY as u64 || dist_buffer_bytes > u32::MAX as u64 {
+            let (var, v) = r.raw("DIST_BUFFER_BYTES").unwrap_or_default();
+            return Err(Reader::err(
+                &var,
+                &v,
+                "at least 64MiB (one largest peer request must fit) and below 4GiB",
+            ));
+        }
         let log_level = r.string("LOG_LEVEL", "info").to_ascii_lowercase();
         if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
             let (var, v) = r.raw("LOG_LEVEL").unwrap_or_default();
@@ -521,7 +613,44 @@ impl Config {
             drain_linger: r.duration("DRAIN_LINGER", ms(2_000), Duration::ZERO)?,
             shutdown_grace: r.duration("SHUTDOWN_GRACE", ms(30_000), Duration::ZERO)?,
             max_inflight: r.number("MAX_INFLIGHT", 1024, 1, 1 << 20)?,
+            protected_mode: r.boolean("PROTECTED_MODE", true)?,
+            peer_token,
+            header_read_timeout: r.duration("HEADER_READ_TIMEOUT", ms(10_000), ms(100))?,
+            body_read_timeout: r.duration("BODY_READ_TIMEOUT", ms(30_000), ms(100))?,
+            idle_timeout: r.duration("IDLE_TIMEOUT", ms(60_000), ms(100))?,
+            max_connections: r.number("MAX_CONNECTIONS", 4096, 1, 1 << 20)?,
+            mgmt_max_connections: r.number("MGMT_MAX_CONNECTIONS", 256, 1, 1 << 20)?,
+            dist_max_connections: r.number("DIST_MAX_CONNECTIONS", 1024, 1, 1 << 20)?,
+            client_buffer_bytes,
+            dist_buffer_bytes,
+            max_members: r.number("MAX_MEMBERS", 1024, 1, 65_536)?,
         })
+    }
+
+    /// Exit-2 error for the first security-relevant variable this version cannot honour
+    /// (an empty value counts as unset).
+    fn refuse_unsupported_security(vars: &HashMap<String, String>) -> Result<(), ConfigError> {
+        let mut names: Vec<&String> = vars
+            .iter()
+            .filter(|(_, v)| !v.trim().is_empty())
+            .map(|(k, _)| k)
+            .filter(|k| {
+                let Some(n) = k.strip_prefix(PREFIX) else {
+                    return false;
+                };
+                UNSUPPORTED_SECURITY.contains(&n)
+                    || (!KNOWN.contains(&n) && SECURITY_WORDS.iter().any(|w| n.contains(w)))
+            })
+            .collect();
+        names.sort();
+        match names.first() {
+            None => Ok(()),
+            Some(var) => Err(Reader::err(
+                var,
+                "[not shown]",
+                "unset: this version does not implement it (client TLS, scoped tokens and OIDC are not supported; see docs/security.md), and running without the protection it asks for would be unsafe",
+            )),
+        }
     }
 
     /// Names of `HYPERCACHE_*` variables that are set but unknown (typos). They are
@@ -563,8 +692,10 @@ impl Config {
                 suspect_timeout: self.suspect_timeout,
                 forget_after: self.dead_timeout,
                 indirect_k: self.indirect_probe_k,
+                max_members: self.max_members,
             },
-            auth_token: self.auth_token.clone(),
+            auth_token: self.peer_token.clone(),
+            peer_pool_idle: (self.idle_timeout / 2).min(Duration::from_secs(30)),
             peer_timeout: self.peer_timeout,
             peer_limits: hypercache_actors::PeerLimits {
                 queue_items: self.peer_queue_items,
@@ -636,6 +767,49 @@ mod tests {
         assert_eq!(c.write_consistency, Consistency::Quorum);
         assert_eq!(c.read_consistency, Consistency::One);
         assert!(c.auth_token.is_none());
+        assert!(c.protected_mode);
+        assert!(c.peer_token.is_none());
+        assert_eq!(c.header_read_timeout, Duration::from_secs(10));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.max_members, 1024);
+    }
+
+    #[test]
+    fn security_settings_and_tokens() {
+        for var in [
+            "API_TLS_CERT",
+            "AUTH_CONFIG",
+            "OIDC_ISSUER",
+            "DIST_TLS_KEY",
+            "ADMIN_PASSWORD",
+        ] {
+            let e = fails(&[(var, "x")], var);
+            assert_eq!(e.value, "[not shown]");
+        }
+        // Empty counts as unset; known token variables are not refused.
+        let c = Config::from_vars(&vars(&[("OIDC_ISSUER", ""), ("AUTH_TOKEN", "t")])).unwrap();
+        assert_eq!(
+            c.peer_token.as_deref(),
+            Some("t"),
+            "the peer token defaults to the auth token"
+        );
+        let c = Config::from_vars(&vars(&[("AUTH_TOKEN", "t"), ("PEER_TOKEN", "p")])).unwrap();
+        assert_eq!(
+            (c.auth_token.as_deref(), c.peer_token.as_deref()),
+            (Some("t"), Some("p"))
+        );
+        assert_eq!(
+            c.node_config().auth_token.as_deref(),
+            Some("p"),
+            "peers send the peer token"
+        );
+        fails(&[("PROTECTED_MODE", "maybe")], "PROTECTED_MODE");
+        fails(&[("DIST_BUFFER_BYTES", "1MiB")], "DIST_BUFFER_BYTES");
+        fails(&[("CLIENT_BUFFER_BYTES", "1KiB")], "CLIENT_BUFFER_BYTES");
+        fails(&[("MAX_CONNECTIONS", "0")], "MAX_CONNECTIONS");
+        fails(&[("NODE_ID", "a/b")], "NODE_ID");
+        fails(&[("DIST_ADDR", "bad/host:7946")], "DIST_ADDR");
+        fails(&[("SEEDS", "n1@user@h:1")], "SEEDS");
     }
 
     #[test]

@@ -9,9 +9,9 @@ pub mod http;
 pub mod logging;
 
 use config::{Config, ListenAddr};
+use http::serve::serve;
 use http::{AppState, Guard, Listener};
 use hypercache_actors::metrics::Metrics;
-use std::future::IntoFuture;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -69,19 +69,29 @@ impl Signals {
     }
 }
 
-/// Serves `router` on `listener` until `stop` turns true; in-flight requests finish.
-fn serve(
-    listener: TcpListener,
-    router: axum::Router,
-    mut stop: watch::Receiver<bool>,
-) -> tokio::task::JoinHandle<std::io::Result<()>> {
-    tokio::spawn(
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .into_future(),
-    )
+/// Raises the soft limit on open files to the hard limit (as Go and most servers do) and
+/// returns the limit now in force.
+fn raise_open_files_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: lim is a valid rlimit for getrlimit/setrlimit to read and write.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
 }
 
 /// Runs a node until it is told to stop; `Ok` means a clean shutdown (exit 0).
@@ -91,27 +101,48 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let api = bind(&config.api_addr, "HYPERCACHE_API_ADDR").await?;
     let mgmt = bind(&config.mgmt_addr, "HYPERCACHE_MGMT_ADDR").await?;
     let dist = bind(&config.dist_addr, "HYPERCACHE_DIST_ADDR").await?;
-    if config.auth_token.is_none() {
-        tracing::warn!("HYPERCACHE_AUTH_TOKEN is not set: all three listeners are open to anyone who can reach them");
+    match (config.auth_token.is_some(), config.peer_token.is_some(), config.protected_mode) {
+        (true, true, _) => {}
+        (_, _, true) => tracing::warn!(
+            "protected mode: HYPERCACHE_AUTH_TOKEN or HYPERCACHE_PEER_TOKEN is not set, so the listeners without a token answer loopback clients only (403 PROTECTED_MODE to any other address); set the tokens to serve the network"
+        ),
+        (_, _, false) => tracing::warn!(
+            "HYPERCACHE_PROTECTED_MODE=false and a token is not set: the listeners without a token are open to anyone who can reach them"
+        ),
     }
+    let open_files = raise_open_files_limit();
+    let caps =
+        (config.max_connections + config.mgmt_max_connections + config.dist_max_connections) as u64;
+    if open_files != 0 && caps + 256 > open_files {
+        tracing::warn!(
+            open_files,
+            connection_caps = caps,
+            "the connection caps (HYPERCACHE_MAX_CONNECTIONS, HYPERCACHE_MGMT_MAX_CONNECTIONS, HYPERCACHE_DIST_MAX_CONNECTIONS) exceed the open-file limit: accepts can fail with EMFILE before a cap is reached; raise the limit (ulimit -n) or lower the caps"
+        );
+    }
+    let limits = |max_connections| http::serve::Limits {
+        max_connections,
+        header_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+    };
 
     let metrics = Arc::new(Metrics::default());
     let (node, mut root_done) = hypercache_actors::start(config.node_config(), metrics)
         .await
         .map_err(|e| RunError::Actors(e.to_string()))?;
     let node = Arc::new(node);
-    let state = AppState {
-        node: node.clone(),
-        config: config.clone(),
-    };
+    let state = AppState::new(node.clone(), config.clone());
     let (stop_client_tx, stop_client) = watch::channel(false);
     let (stop_rest_tx, stop_rest) = watch::channel(false);
+    let metrics = node.metrics().clone();
     let client = serve(
         api,
         http::client::router(
             state.clone(),
             Guard::new(&config, node.clone(), Listener::Client),
         ),
+        limits(config.max_connections),
+        metrics.clone(),
         stop_client,
     );
     let mgmt_srv = serve(
@@ -120,11 +151,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             state.clone(),
             Guard::new(&config, node.clone(), Listener::Management),
         ),
+        limits(config.mgmt_max_connections),
+        metrics.clone(),
         stop_rest.clone(),
     );
     let dist_srv = serve(
         dist,
         http::dist::router(state, Guard::new(&config, node.clone(), Listener::Dist)),
+        limits(config.dist_max_connections),
+        metrics,
         stop_rest,
     );
     tracing::info!(

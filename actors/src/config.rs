@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub swim: SwimConfig,
     /// Sent as a bearer token on every peer call.
     pub auth_token: Option<String>,
+    /// How long an unused connection to a peer is kept (below the peers' idle timeout).
+    pub peer_pool_idle: Duration,
     /// How long one dist request to a peer may take.
     pub peer_timeout: Duration,
     /// Queue, batch and pipeline bounds of each peer actor.

@@ -10,7 +10,7 @@
 use crate::metrics::Metrics;
 use crate::proto::{Ack, MemberEntry, Ping, PingReq, PingReqReply, WireState};
 use crate::ring::{Ring, VIRTUAL_NODES};
-use crate::swim::{Action, SeedPeer, Swim, SwimConfig, SwimStats, Timer};
+use crate::swim::{Action, SeedPeer, Source, Swim, SwimConfig, SwimStats, Timer};
 use crate::transport::Wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
@@ -149,27 +149,46 @@ pub struct LastProbe {
     pub acked: bool,
 }
 
+/// The sender of a dist message, as its envelope names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sender {
+    pub id: String,
+    pub addr: String,
+}
+
+impl Sender {
+    fn source(&self) -> Source<'_> {
+        Source::Member {
+            id: &self.id,
+            addr: &self.addr,
+        }
+    }
+}
+
 /// Messages of the membership actor.
 pub enum MembershipMsg {
     /// Timer: heartbeat, start the next probe.
     Tick,
     /// A protocol timer fired.
     Timer(Timer),
-    /// A peer answered one of our pings.
-    Acked(Ack),
+    /// A peer answered, at `addr`, one of our pings.
+    Acked { ack: Ack, addr: String },
     /// A direct probe failed at once.
     ProbeFailed(u64),
     /// A relay answered a ping-req for probe `seq`.
     IndirectReply { seq: u64, reply: PingReqReply },
-    /// A peer pinged us (dist listener); answered with our ack.
+    /// A peer pinged us (dist listener); answered with our ack. `from` is the sender
+    /// as its envelope names it.
     Ping {
         ping: Ping,
+        from: Sender,
         reply: RpcReplyPort<Ack>,
     },
     /// A peer asks this node to probe one of its members (SWIM indirect probe);
     /// answered once the target acked or the probe timed out.
     PingReq {
         req: PingReq,
+        from: Sender,
         reply: RpcReplyPort<PingReqReply>,
     },
     /// Merge gossip that arrived some other way.
@@ -229,6 +248,8 @@ impl MembershipState {
         );
         m.indirect_probe_refuted_total
             .fetch_add(d(stats.refuted, self.stats.refuted), Relaxed);
+        m.gossip_entries_refused_total
+            .fetch_add(d(stats.refused, self.stats.refused), Relaxed);
         self.stats = stats;
         if version == self.published_version {
             return;
@@ -271,7 +292,7 @@ impl MembershipState {
                     tokio::spawn(async move {
                         match peers.call(&addr, ping, timeout).await {
                             Ok(ack) => {
-                                let _ = me.cast(MembershipMsg::Acked(ack));
+                                let _ = me.cast(MembershipMsg::Acked { ack, addr });
                             }
                             Err(e) => {
                                 tracing::debug!(%addr, seq, error = %e, "ping failed");
@@ -328,8 +349,10 @@ impl MembershipState {
         tokio::spawn(async move {
             let acked = match wire.call(&addr, ping, timeout).await {
                 Ok(ack) => {
-                    let _ = me.cast(MembershipMsg::Acked(ack));
-                    true
+                    // Only an answer from the target itself is an ack of the target.
+                    let acked = ack.me.id == req.target_id;
+                    let _ = me.cast(MembershipMsg::Acked { ack, addr });
+                    acked
                 }
                 Err(_) => false,
             };
@@ -422,7 +445,7 @@ impl Actor for MembershipActor {
             .into_iter()
             .filter(|m| m.id != args.node_id)
             .collect();
-        let actions = swim.merge(&others);
+        let actions = swim.merge(&others, Source::Gossip);
         if left_before {
             swim.leave();
         }
@@ -448,24 +471,24 @@ impl Actor for MembershipActor {
         let actions = match msg {
             MembershipMsg::Tick => state.swim.tick(),
             MembershipMsg::Timer(t) => state.swim.on_timer(t),
-            MembershipMsg::Acked(ack) => state.swim.on_ack(ack),
+            MembershipMsg::Acked { ack, addr } => state.swim.on_ack(ack, &addr),
             MembershipMsg::ProbeFailed(seq) => state.swim.on_probe_failed(seq),
             MembershipMsg::IndirectReply { seq, reply } => {
                 state
                     .swim
                     .on_indirect_reply(seq, reply.acked, &reply.members)
             }
-            MembershipMsg::Ping { ping, reply } => {
-                let (ack, actions) = state.swim.on_ping(ping);
+            MembershipMsg::Ping { ping, from, reply } => {
+                let (ack, actions) = state.swim.on_ping(ping, from.source());
                 let _ = reply.send(ack);
                 actions
             }
-            MembershipMsg::PingReq { req, reply } => {
-                let actions = state.swim.merge(&req.members);
+            MembershipMsg::PingReq { req, from, reply } => {
+                let actions = state.swim.merge(&req.members, from.source());
                 state.relay(&myself, req, reply);
                 actions
             }
-            MembershipMsg::Merge(entries) => state.swim.merge(&entries),
+            MembershipMsg::Merge(entries) => state.swim.merge(&entries, Source::Gossip),
             MembershipMsg::Gossip(reply) => {
                 let _ = reply.send(state.swim.entries());
                 Vec::new()

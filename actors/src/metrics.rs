@@ -86,6 +86,16 @@ define_metrics! {
     counter peer_batch_failures_total: "Dist batch requests that failed as a whole (timeout, unreachable, bad reply).",
     counter peer_queue_overflows_total: "Calls refused because a peer's queue was full (writes among them went to hints).",
     counter peer_calls_expired_total: "Calls that waited in a peer's queue past the peer timeout and were failed unsent.",
+    gauge connections_open: "Connections open now, all listeners.",
+    counter connections_refused_total: "Connections closed at once because their listener was at its connection cap.",
+    counter connections_timed_out_total: "Connections closed for a header read or idle timeout.",
+    counter request_body_timeouts_total: "Requests answered 408 because their body did not arrive within HYPERCACHE_BODY_READ_TIMEOUT.",
+    counter requests_protected_mode_total: "Requests from non-loopback addresses refused 403 PROTECTED_MODE.",
+    gauge client_buffer_bytes: "Request body bytes the client listener holds in memory now (bounded by HYPERCACHE_CLIENT_BUFFER_BYTES).",
+    gauge dist_buffer_bytes: "Request body bytes the dist listener holds in memory now (bounded by HYPERCACHE_DIST_BUFFER_BYTES).",
+    counter request_buffer_refused_total: "Requests answered 503 because their listener's buffered-body budget was spent.",
+    counter dist_refused_total: "Peer calls or writes refused as invalid: a version too far ahead, an oversize value, an unknown hint target, a call over its per-batch cap.",
+    counter gossip_entries_refused_total: "Gossiped member entries ignored: invalid id or address, an incarnation jump, an address change not from the member itself, or the member cap.",
     counter read_hedges_total: "Reads at `one` that asked a further owner because the first had not answered within HYPERCACHE_READ_HEDGE.",
 }
 

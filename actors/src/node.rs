@@ -51,7 +51,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), CacheError> {
     let faults = Arc::new(Faults::default());
-    let http = HttpTransport::new(config.auth_token.clone())
+    let http = HttpTransport::new(config.auth_token.clone(), config.peer_pool_idle)
         .map_err(|e| CacheError::Internal(format!("peer HTTP client: {e}")))?;
     #[cfg(feature = "test-hooks")]
     let transport: Arc<dyn Transport> = Arc::new(crate::transport::FaultyTransport {
@@ -97,7 +97,7 @@ pub async fn start_with(
         metrics.clone(),
         config.peer_timeout,
     );
-    let shards = Shards::default();
+    let shards = Shards::new(config.max_value_bytes);
     let args = RootArgs {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -133,6 +133,11 @@ pub async fn start_with(
         draining: drain_rx.clone(),
         view: view_rx.clone(),
         faults: faults.clone(),
+        metrics: metrics.clone(),
+        max_value_bytes: config.max_value_bytes,
+        ae_permits: Arc::new(tokio::sync::Semaphore::new(
+            crate::service::MAX_AE_IN_FLIGHT,
+        )),
     };
     let handle = NodeHandle {
         config,

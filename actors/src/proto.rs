@@ -33,6 +33,9 @@ pub const VERSION_MISMATCH_CODE: &str = "PROTOCOL_VERSION";
 /// batches are split to stay under this).
 pub const MAX_DIST_BODY: usize = 64 << 20;
 
+/// Largest body accepted on [`PROBE_PATH`] (pings carry member lists only).
+pub const MAX_PROBE_BODY: usize = 1 << 20;
+
 /// A request type and its reply type: how it travels as a [`Call`] and comes back as a
 /// [`CallReply`].
 pub trait Rpc: Send + 'static {

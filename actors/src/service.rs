@@ -12,8 +12,10 @@ use crate::anti_entropy::shared_entries;
 use crate::error::CacheError;
 use crate::hint_queue::HintMsg;
 use crate::hlc::{Hlc, MAX_DRIFT_MS};
-use crate::membership::{ClusterView, MembershipMsg};
+use crate::membership::{ClusterView, MembershipMsg, Sender};
 use crate::merkle::{bucket_of, MerkleTree, BUCKETS};
+use crate::metrics::Metrics;
+use crate::proto::WireState;
 use crate::proto::{
     decode_envelope, encode, AcceptHints, AcceptHintsReply, AeCompare, AeCompareReply, AeFetch,
     AeFetchReply, Batch, BatchReply, Call, CallReply, DecodeError, Envelope, ItemError, ReadReply,
@@ -21,14 +23,36 @@ use crate::proto::{
 };
 use crate::shards::Shards;
 use crate::slot::ActorSlot;
+use crate::swim::{valid_addr, valid_id};
 use crate::transport::{Faults, Wire};
-use crate::types::{now_ms, validate_key, ApplyMode, ApplyOutcome, Write};
+use crate::types::{admit, now_ms, validate_key, ApplyMode, ApplyOutcome, Write};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
+use tokio::sync::Semaphore;
 
 /// How long a dist call may wait for the membership actor.
 const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most keys one anti-entropy fetch may ask for (duplicates are dropped first).
+pub const MAX_AE_FETCH_KEYS: usize = 4096;
+/// Most key and value bytes one anti-entropy reply carries; a fetch reply stops early
+/// (the asker takes the prefix and asks again next round), a compare reply lists fewer
+/// entries.
+pub const MAX_AE_REPLY_BYTES: usize = 8 << 20;
+/// Anti-entropy requests (compare or fetch) answered at once; more get `OVERLOADED`.
+pub const MAX_AE_IN_FLIGHT: usize = 2;
+
+/// Most calls of each kind one batch may carry; the calls past a cap get an item error.
+/// A node's own peer actors stay far below them.
+fn per_batch_cap(call: &Call) -> usize {
+    match call {
+        Call::Replicate(_) | Call::Read(_) => MAX_BATCH_CALLS,
+        Call::Ping(_) | Call::PingReq(_) => 8,
+        Call::AeCompare(_) | Call::AeFetch(_) => 4,
+        Call::AcceptHints(_) => 64,
+    }
+}
 
 /// Which route a batch arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +90,10 @@ pub struct DistService {
     pub(crate) draining: watch::Receiver<bool>,
     pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) faults: Arc<Faults>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) max_value_bytes: u64,
+    /// [`MAX_AE_IN_FLIGHT`] permits.
+    pub(crate) ae_permits: Arc<Semaphore>,
 }
 
 fn item_error(e: CacheError) -> ItemError {
@@ -81,6 +109,19 @@ fn item_error(e: CacheError) -> ItemError {
     ItemError {
         code: code.into(),
         message: e.to_string(),
+    }
+}
+
+/// Index of a call's kind, for per-kind counts.
+fn call_index(call: &Call) -> usize {
+    match call {
+        Call::Replicate(_) => 0,
+        Call::Read(_) => 1,
+        Call::Ping(_) => 2,
+        Call::PingReq(_) => 3,
+        Call::AeCompare(_) => 4,
+        Call::AeFetch(_) => 5,
+        Call::AcceptHints(_) => 6,
     }
 }
 
@@ -118,17 +159,42 @@ impl DistService {
                 "sender clock is more than {MAX_DRIFT_MS} ms ahead of this node's"
             )));
         }
-        let results = self.handle_batch(&env.from, env.body.calls).await;
+        if !valid_id(&env.from) || !valid_addr(&env.from_addr) {
+            return Err(ServiceError::BadRequest(
+                "the envelope's sender id or address is malformed".into(),
+            ));
+        }
+        let from = Sender {
+            id: env.from,
+            addr: env.from_addr,
+        };
+        let results = self.handle_batch(&from, env.body.calls).await;
         Ok(encode(&self.wire.envelope(BatchReply { results })))
     }
 
     /// Answers every call of a batch, concurrently; one result per call, in order.
     pub async fn handle_batch(
         &self,
-        from: &str,
+        from: &Sender,
         calls: Vec<Call>,
     ) -> Vec<Result<CallReply, ItemError>> {
-        let answers = calls.into_iter().map(|c| self.handle_call(from, c));
+        let mut seen = [0usize; 7];
+        let answers = calls.into_iter().map(|c| {
+            let n = &mut seen[call_index(&c)];
+            *n += 1;
+            let over = *n > per_batch_cap(&c);
+            async move {
+                if over {
+                    Metrics::inc(&self.metrics.dist_refused_total);
+                    return Err(CacheError::BadRequest(format!(
+                        "a batch carries at most {} {} calls",
+                        per_batch_cap(&c),
+                        c.kind()
+                    )));
+                }
+                self.handle_call(from, c).await
+            }
+        });
         futures_util::future::join_all(answers)
             .await
             .into_iter()
@@ -136,7 +202,7 @@ impl DistService {
             .collect()
     }
 
-    async fn handle_call(&self, from: &str, call: Call) -> Result<CallReply, CacheError> {
+    async fn handle_call(&self, from: &Sender, call: Call) -> Result<CallReply, CacheError> {
         Ok(match call {
             Call::Replicate(r) => CallReply::Replicate(ReplicateReply {
                 outcomes: self.apply_replicated(r.writes, r.mode).await?,
@@ -150,7 +216,11 @@ impl DistService {
             Call::Ping(ping) => CallReply::Ack(
                 self.membership
                     .call(
-                        |reply| MembershipMsg::Ping { ping, reply },
+                        |reply| MembershipMsg::Ping {
+                            ping,
+                            from: from.clone(),
+                            reply,
+                        },
                         MEMBERSHIP_TIMEOUT,
                     )
                     .await?,
@@ -158,12 +228,16 @@ impl DistService {
             Call::PingReq(req) => CallReply::PingReq(
                 self.membership
                     .call(
-                        |reply| MembershipMsg::PingReq { req, reply },
+                        |reply| MembershipMsg::PingReq {
+                            req,
+                            from: from.clone(),
+                            reply,
+                        },
                         MEMBERSHIP_TIMEOUT,
                     )
                     .await?,
             ),
-            Call::AeCompare(req) => CallReply::AeCompare(self.ae_compare(from, req).await?),
+            Call::AeCompare(req) => CallReply::AeCompare(self.ae_compare(&from.id, req).await?),
             Call::AeFetch(req) => CallReply::AeFetch(self.ae_fetch(req).await?),
             Call::AcceptHints(req) => CallReply::AcceptHints(AcceptHintsReply {
                 accepted: self.accept_hints(req).await?,
@@ -184,6 +258,7 @@ impl DistService {
         }
         for kw in &writes {
             validate_key(&kw.key).map_err(bad_key)?;
+            self.admit(&kw.write)?;
         }
         let mut out = Vec::with_capacity(writes.len());
         for kw in writes {
@@ -201,15 +276,23 @@ impl DistService {
                 req.leaves.len()
             )));
         }
+        let _permit = self.ae_permit()?;
         let view = self.view.borrow().clone();
         let all = self.shards.versions().await?;
         let shared = shared_entries(&view, &all, &self.me, from);
         let mine = MerkleTree::build(shared.iter().map(|(k, v)| (k.as_str(), *v)));
         let buckets = mine.diff(&MerkleTree::from_leaves(req.leaves));
         let wanted: std::collections::HashSet<usize> = buckets.iter().copied().collect();
+        let mut budget = MAX_AE_REPLY_BYTES;
         let entries = shared
             .into_iter()
             .filter(|(k, _)| wanted.contains(&bucket_of(k)))
+            .take_while(|(k, _)| {
+                let n = k.len() + 24;
+                let fits = n <= budget;
+                budget = budget.saturating_sub(n);
+                fits
+            })
             .collect();
         Ok(AeCompareReply {
             buckets: buckets.into_iter().map(|b| b as u32).collect(),
@@ -218,20 +301,84 @@ impl DistService {
     }
 
     /// This node's records of `keys`.
+    ///
+    /// At most [`MAX_AE_FETCH_KEYS`] distinct keys are asked at once; the reply stops
+    /// after [`MAX_AE_REPLY_BYTES`] (it then answers a prefix of the keys).
     async fn ae_fetch(&self, req: AeFetch) -> Result<AeFetchReply, CacheError> {
+        let distinct: std::collections::HashSet<&str> =
+            req.keys.iter().map(String::as_str).collect();
+        if distinct.len() != req.keys.len() {
+            return Err(CacheError::BadRequest(
+                "an anti-entropy fetch names a key twice".into(),
+            ));
+        }
+        if req.keys.len() > MAX_AE_FETCH_KEYS {
+            return Err(CacheError::BadRequest(format!(
+                "an anti-entropy fetch asks for at most {MAX_AE_FETCH_KEYS} keys, got {}",
+                req.keys.len()
+            )));
+        }
         for k in &req.keys {
             validate_key(k).map_err(bad_key)?;
         }
-        Ok(AeFetchReply {
-            records: self.shards.records(&req.keys).await?,
+        let _permit = self.ae_permit()?;
+        let mut records = self.shards.records(&req.keys).await?;
+        let mut size = 0usize;
+        let cut = records.iter().position(|r| {
+            size += r
+                .as_ref()
+                .and_then(|w| w.value.as_ref())
+                .map_or(0, |v| v.len())
+                + 64;
+            size > MAX_AE_REPLY_BYTES
+        });
+        if let Some(cut) = cut {
+            records.truncate(cut.max(1));
+        }
+        Ok(AeFetchReply { records })
+    }
+
+    /// One of the [`MAX_AE_IN_FLIGHT`] permits, or `OVERLOADED`.
+    fn ae_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CacheError> {
+        self.ae_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CacheError::Overloaded)
+    }
+
+    /// Refuses a write a peer sent that this node must not take (counted).
+    fn admit(&self, w: &Write) -> Result<(), CacheError> {
+        admit(w, self.max_value_bytes, now_ms(), MAX_DRIFT_MS).map_err(|e| {
+            Metrics::inc(&self.metrics.dist_refused_total);
+            CacheError::BadRequest(e.to_string())
         })
     }
 
     /// Hints handed over by a draining peer. Hints for this node are applied, the rest
     /// queued here.
+    ///
+    /// Refused while this node drains (it is handing its own hints away). Every hint is
+    /// checked before any is taken: its key, its write, and its target, which must be
+    /// this node or a member in the current view that has not left.
     async fn accept_hints(&self, req: AcceptHints) -> Result<u64, CacheError> {
-        for (_, kw) in &req.hints {
+        if *self.draining.borrow() {
+            return Err(CacheError::Draining);
+        }
+        let view = self.view.borrow().clone();
+        for (target, kw) in &req.hints {
             validate_key(&kw.key).map_err(bad_key)?;
+            self.admit(&kw.write)?;
+            let known = **target == *self.me
+                || view
+                    .members
+                    .iter()
+                    .any(|m| m.id == *target && m.state != WireState::Left);
+            if !known {
+                Metrics::inc(&self.metrics.dist_refused_total);
+                return Err(CacheError::BadRequest(format!(
+                    "hint target {target:?} is not a member of this cluster"
+                )));
+            }
         }
         let mut n = 0;
         for (target, kw) in req.hints {

@@ -5,9 +5,10 @@
 //! into it when it restarts a shard; readers take the current one per call.
 
 use crate::error::CacheError;
+use crate::hlc::MAX_DRIFT_MS;
 use crate::shard::ShardMsg;
 use crate::store::ShardStats;
-use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
+use crate::types::{admit, now_ms, ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
 use std::sync::{Arc, RwLock};
@@ -25,12 +26,22 @@ pub fn shard_index(key: &str, shards: usize) -> usize {
 }
 
 /// Cloneable handle to the shard table.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Shards {
     table: Arc<RwLock<Vec<ActorRef<ShardMsg>>>>,
+    /// Largest value a write may carry (writes from peers are checked here too).
+    max_value_bytes: u64,
 }
 
 impl Shards {
+    /// An empty table; the supervisor fills it.
+    pub fn new(max_value_bytes: u64) -> Self {
+        Self {
+            table: Arc::default(),
+            max_value_bytes,
+        }
+    }
+
     /// Number of shards.
     pub fn len(&self) -> usize {
         self.table.read().map(|t| t.len()).unwrap_or(0)
@@ -133,6 +144,10 @@ impl Shards {
         write: Write,
         mode: ApplyMode,
     ) -> Result<ApplyOutcome, CacheError> {
+        // Every write reaches the store through here, peers' included: the last line
+        // against a version that would pin the key or a value over the limit.
+        admit(&write, self.max_value_bytes, now_ms(), MAX_DRIFT_MS)
+            .map_err(|e| CacheError::BadRequest(e.to_string()))?;
         let k = key.to_owned();
         self.call(key, move |reply| ShardMsg::Apply {
             key: k.clone(),

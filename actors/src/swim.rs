@@ -16,6 +16,12 @@
 //! Invariants:
 //! - Only a node raises its own incarnation, and only to refute a suspicion, a death or a
 //!   leave that names its current incarnation (or a later one).
+//! - What a message says is checked before it is believed: ids and addresses must be
+//!   well-formed ([`valid_id`], [`valid_addr`]); incarnations stay at most
+//!   [`MAX_INCARNATION`] and move at most [`MAX_INCARNATION_STEP`] per message; the list
+//!   holds at most `max_members`; a known member's address changes only on that member's
+//!   own word ([`Source::Member`]); an ack concludes a probe only if it names the probed
+//!   member. Anything else is ignored and counted (`SwimStats::refused`).
 //! - Successful probes change nothing.
 //! - `changes` counts effective changes of the member list (the membership version).
 
@@ -41,6 +47,66 @@ pub struct SwimConfig {
     pub forget_after: Duration,
     /// Relays asked per failed probe (0 disables indirect probes).
     pub indirect_k: usize,
+    /// Most members kept (this node excluded); gossip about further ones is ignored.
+    pub max_members: usize,
+}
+
+/// The largest incarnation believed. Refuting at it is impossible, so it is far above
+/// what refutations reach (one per suspicion) and far below where arithmetic wraps.
+pub const MAX_INCARNATION: u64 = 1 << 40;
+/// The most an incarnation may rise in one message over what is known here.
+pub const MAX_INCARNATION_STEP: u64 = 1 << 20;
+/// The longest member id, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+/// The longest member address (`host:port`), in bytes.
+pub const MAX_ADDR_BYTES: usize = 261;
+
+/// A member id as gossip may carry it: 1 to [`MAX_ID_BYTES`] bytes, printable, without
+/// whitespace or the separators `@ , / ?  #` (what `HYPERCACHE_NODE_ID` accepts).
+pub fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= MAX_ID_BYTES
+        && !id
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "@,/?#".contains(c))
+}
+
+/// A dist address as gossip may carry it: `host:port` with a port from 1 to 65535 and a
+/// host that is a DNS name, an IPv4 address or a bracketed IPv6 address; nothing that
+/// could turn into another URL (no user info, path, query or fragment).
+pub fn valid_addr(addr: &str) -> bool {
+    if addr.len() > MAX_ADDR_BYTES {
+        return false;
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return false;
+    };
+    let port_ok = !port.is_empty()
+        && port.len() <= 5
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u32>().is_ok_and(|p| (1..=65535).contains(&p));
+    let host_ok = if let Some(inner) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        inner.parse::<std::net::Ipv6Addr>().is_ok()
+    } else {
+        !host.is_empty()
+            && host.len() <= 253
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
+            && !host.starts_with(['.', '-'])
+    };
+    port_ok && host_ok
+}
+
+/// Who vouches for gossiped entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source<'a> {
+    /// Relayed gossip: may add members and change states, never the address of a member
+    /// known here.
+    Gossip,
+    /// A message from member `id` itself, sent from (or answered at) `addr`: its own
+    /// entry may also change its address.
+    Member { id: &'a str, addr: &'a str },
 }
 
 /// A seed peer from configuration.
@@ -84,6 +150,8 @@ pub struct SwimStats {
     pub indirect_ok: u64,
     pub indirect_failed: u64,
     pub refuted: u64,
+    /// Entries ignored by the checks of [`Swim::merge`].
+    pub refused: u64,
     pub suspected: u64,
     pub declared_dead: u64,
 }
@@ -305,9 +373,9 @@ impl Swim {
         }
     }
 
-    /// A ping arrived: merge the sender's list and answer with ours.
-    pub fn on_ping(&mut self, ping: Ping) -> (Ack, Vec<Action>) {
-        let actions = self.merge(&ping.members);
+    /// A ping arrived from `source`: merge the sender's list and answer with ours.
+    pub fn on_ping(&mut self, ping: Ping, source: Source<'_>) -> (Ack, Vec<Action>) {
+        let actions = self.merge(&ping.members, source);
         let ack = Ack {
             seq: ping.seq,
             me: self.me.clone(),
@@ -316,12 +384,18 @@ impl Swim {
         (ack, actions)
     }
 
-    /// An ack arrived for the ping `seq` (0: a join or reconnect ping).
-    pub fn on_ack(&mut self, ack: Ack) -> Vec<Action> {
-        let mut actions = self.merge(std::slice::from_ref(&ack.me));
-        actions.extend(self.merge(&ack.members));
+    /// An ack arrived for the ping `seq` (0: a join or reconnect ping), answered at
+    /// `addr` (the address the ping was sent to). It concludes the probe only if it
+    /// names the probed member.
+    pub fn on_ack(&mut self, ack: Ack, addr: &str) -> Vec<Action> {
+        let source = Source::Member {
+            id: &ack.me.id,
+            addr,
+        };
+        let mut actions = self.merge(std::slice::from_ref(&ack.me), source);
+        actions.extend(self.merge(&ack.members, source));
         if let Some(p) = self.probe.as_mut() {
-            if ack.seq != 0 && p.seq == ack.seq && !p.acked {
+            if ack.seq != 0 && p.seq == ack.seq && !p.acked && p.target == ack.me.id {
                 p.acked = true;
                 self.stats.probes_ok += 1;
             }
@@ -341,7 +415,7 @@ impl Swim {
         acked: bool,
         members: &[MemberEntry],
     ) -> Vec<Action> {
-        let actions = self.merge(members);
+        let actions = self.merge(members, Source::Gossip);
         if let Some(p) = self.probe.as_mut() {
             if acked && p.seq == seq && !p.acked {
                 p.acked = true;
@@ -472,38 +546,42 @@ impl Swim {
         }
     }
 
-    /// Merges gossiped entries; returns the timers the changes need.
-    pub fn merge(&mut self, entries: &[MemberEntry]) -> Vec<Action> {
+    /// Merges gossiped entries vouched for by `source`; returns the timers the changes
+    /// need. Entries that fail the checks are ignored and counted.
+    pub fn merge(&mut self, entries: &[MemberEntry], source: Source<'_>) -> Vec<Action> {
         let mut out = Vec::new();
+        if entries.len() > self.cfg.max_members.saturating_add(1) {
+            // More members than this node would ever keep: the whole list is suspect.
+            self.stats.refused += entries.len() as u64;
+            return out;
+        }
         for e in entries {
+            if !valid_id(&e.id) || !valid_addr(&e.addr) || e.incarnation > MAX_INCARNATION {
+                self.stats.refused += 1;
+                continue;
+            }
             if e.id == self.me.id {
                 self.merge_about_me(e);
                 continue;
             }
-            let changed = match self.members.get(&e.id) {
-                // A death or leave of a member never known here (or already forgotten)
-                // is not news: adding it back would undo forgetting, cluster-wide.
-                None => matches!(e.state, WireState::Alive | WireState::Suspect),
-                Some(old) => overrides(e, old),
-            };
-            if !changed {
+            let Some(new) = self.news(e, source) else {
                 continue;
-            }
-            self.members.insert(e.id.clone(), e.clone());
+            };
+            self.members.insert(new.id.clone(), new.clone());
             self.changes += 1;
-            match e.state {
+            match new.state {
                 WireState::Suspect => out.push(Action::Schedule {
                     after: self.cfg.suspect_timeout,
                     timer: Timer::SuspectTimeout {
-                        id: e.id.clone(),
-                        incarnation: e.incarnation,
+                        id: new.id,
+                        incarnation: new.incarnation,
                     },
                 }),
                 WireState::Dead | WireState::Left => out.push(Action::Schedule {
                     after: self.cfg.forget_after,
                     timer: Timer::Forget {
-                        id: e.id.clone(),
-                        incarnation: e.incarnation,
+                        id: new.id,
+                        incarnation: new.incarnation,
                     },
                 }),
                 WireState::Alive => {}
@@ -512,7 +590,49 @@ impl Swim {
         out
     }
 
+    /// What `e` changes about another member: the entry to keep, or `None`.
+    fn news(&mut self, e: &MemberEntry, source: Source<'_>) -> Option<MemberEntry> {
+        let Some(old) = self.members.get(&e.id) else {
+            // A death or leave of a member never known here (or already forgotten) is
+            // not news: adding it back would undo forgetting, cluster-wide.
+            if !matches!(e.state, WireState::Alive | WireState::Suspect) {
+                return None;
+            }
+            if self.members.len() >= self.cfg.max_members {
+                self.stats.refused += 1;
+                return None;
+            }
+            return Some(e.clone());
+        };
+        if e.incarnation > old.incarnation.saturating_add(MAX_INCARNATION_STEP) {
+            self.stats.refused += 1;
+            return None;
+        }
+        if e.addr == old.addr {
+            return overrides(e, old).then(|| e.clone());
+        }
+        let own_word =
+            matches!(source, Source::Member { id, addr } if id == e.id && addr == e.addr);
+        if own_word {
+            // The member itself says where it is now (a restart on a new address).
+            let moved = e.state == WireState::Alive && e.incarnation >= old.incarnation;
+            return (moved || overrides(e, old)).then(|| e.clone());
+        }
+        // Someone else claims the member moved: believe the rest of the news, at the
+        // address known here.
+        self.stats.refused += 1;
+        let at_known = MemberEntry {
+            addr: old.addr.clone(),
+            ..e.clone()
+        };
+        overrides(&at_known, old).then_some(at_known)
+    }
+
     fn merge_about_me(&mut self, e: &MemberEntry) {
+        if e.incarnation > self.me.incarnation.saturating_add(MAX_INCARNATION_STEP) {
+            self.stats.refused += 1;
+            return;
+        }
         if self.leaving {
             // Keep saying we left, at an incarnation nobody can override with an older one.
             if e.incarnation > self.me.incarnation {
@@ -529,9 +649,19 @@ impl Swim {
             }
             WireState::Suspect | WireState::Dead | WireState::Left => {
                 if e.incarnation >= self.me.incarnation {
-                    self.me.incarnation = e.incarnation + 1;
-                    self.stats.refuted += 1;
-                    self.changes += 1;
+                    match e
+                        .incarnation
+                        .checked_add(1)
+                        .filter(|n| *n <= MAX_INCARNATION)
+                    {
+                        Some(n) => {
+                            self.me.incarnation = n;
+                            self.stats.refuted += 1;
+                            self.changes += 1;
+                        }
+                        // Cannot happen below MAX_INCARNATION; never wraps.
+                        None => self.stats.refused += 1,
+                    }
                 }
             }
         }
@@ -549,6 +679,7 @@ mod tests {
             suspect_timeout: Duration::from_millis(300),
             forget_after: Duration::from_secs(60),
             indirect_k: 2,
+            max_members: 64,
         }
     }
 
@@ -568,11 +699,14 @@ mod tests {
 
     fn node_named(id: &str) -> Swim {
         let mut s = Swim::new(id, &format!("{id}:7946"), vec![], cfg(), 1);
-        s.merge(&[
-            entry("a", WireState::Alive, 0),
-            entry("b", WireState::Alive, 0),
-            entry("c", WireState::Alive, 0),
-        ]);
+        s.merge(
+            &[
+                entry("a", WireState::Alive, 0),
+                entry("b", WireState::Alive, 0),
+                entry("c", WireState::Alive, 0),
+            ],
+            Source::Gossip,
+        );
         s
     }
 
@@ -604,7 +738,7 @@ mod tests {
             let actions = s.tick();
             let (seq, target) = probe_of(&actions);
             let ack = ack_from(&s, &target, seq);
-            s.on_ack(ack);
+            s.on_ack(ack, &format!("{target}:7946"));
             s.on_timer(Timer::ProbeTimeout { seq });
         }
         assert_eq!((s.changes(), s.entries()), before);
@@ -691,14 +825,14 @@ mod tests {
     fn stale_timers_are_ignored() {
         let mut s = node();
         let (seq1, t1) = probe_of(&s.tick());
-        s.on_ack(ack_from(&s, &t1, seq1));
+        s.on_ack(ack_from(&s, &t1, seq1), &format!("{t1}:7946"));
         let (seq2, t2) = probe_of(&s.tick());
         assert_ne!(seq1, seq2);
         assert!(s.on_timer(Timer::ProbeTimeout { seq: seq1 }).is_empty());
         assert!(s.on_timer(Timer::IndirectTimeout { seq: seq1 }).is_empty());
         // A suspect timeout for an incarnation that was refuted does nothing.
-        s.merge(&[entry(&t2, WireState::Suspect, 0)]);
-        s.merge(&[entry(&t2, WireState::Alive, 1)]);
+        s.merge(&[entry(&t2, WireState::Suspect, 0)], Source::Gossip);
+        s.merge(&[entry(&t2, WireState::Alive, 1)], Source::Gossip);
         s.on_timer(Timer::SuspectTimeout {
             id: t2.clone(),
             incarnation: 0,
@@ -710,17 +844,17 @@ mod tests {
     fn a_node_refutes_suspicion_of_itself() {
         let mut s = node();
         let before = s.me().incarnation;
-        s.merge(&[entry("me", WireState::Suspect, before)]);
+        s.merge(&[entry("me", WireState::Suspect, before)], Source::Gossip);
         assert_eq!(s.me().incarnation, before + 1);
         assert_eq!(s.me().state, WireState::Alive);
         assert_eq!(s.stats().refuted, 1);
         // An old suspicion is not refuted again.
-        s.merge(&[entry("me", WireState::Suspect, before)]);
+        s.merge(&[entry("me", WireState::Suspect, before)], Source::Gossip);
         assert_eq!(s.me().incarnation, before + 1);
         // Others accept the refutation over their suspicion and their death verdict.
         let mut other = node_named("other");
-        other.merge(&[entry("me", WireState::Dead, before)]);
-        other.merge(&[s.me().clone()]);
+        other.merge(&[entry("me", WireState::Dead, before)], Source::Gossip);
+        other.merge(&[s.me().clone()], Source::Gossip);
         assert_eq!(other.member("me").unwrap().state, WireState::Alive);
     }
 
@@ -728,8 +862,8 @@ mod tests {
     fn restarted_node_rejoins_by_refuting_its_death() {
         // The cluster declared "x" dead at incarnation 2; x restarts at incarnation 0.
         let mut cluster = node();
-        cluster.merge(&[entry("x", WireState::Alive, 2)]);
-        cluster.merge(&[entry("x", WireState::Dead, 2)]);
+        cluster.merge(&[entry("x", WireState::Alive, 2)], Source::Gossip);
+        cluster.merge(&[entry("x", WireState::Dead, 2)], Source::Gossip);
         let mut x = Swim::new(
             "x",
             "x:7946",
@@ -745,16 +879,16 @@ mod tests {
             Action::Ping { ping, .. } => ping.clone(),
             other => panic!("expected a join ping, got {other:?}"),
         };
-        let (ack, _) = cluster.on_ping(join);
+        let (ack, _) = cluster.on_ping(join, Source::Gossip);
         assert_eq!(cluster.member("x").unwrap().state, WireState::Dead);
         // ... but the ack tells x it is dead, so x refutes with incarnation 3.
-        x.on_ack(ack);
+        x.on_ack(ack, "me:7946");
         assert_eq!(x.me().incarnation, 3);
         assert!(
             x.member("me").is_some(),
             "x learnt the seed's id from the ack"
         );
-        cluster.merge(&x.entries());
+        cluster.merge(&x.entries(), Source::Gossip);
         assert_eq!(cluster.member("x").unwrap().state, WireState::Alive);
         assert_eq!(cluster.member("x").unwrap().incarnation, 3);
     }
@@ -790,14 +924,14 @@ mod tests {
         ];
         let mut rng = StdRng::seed_from_u64(9);
         let mut reference = node();
-        reference.merge(&updates);
+        reference.merge(&updates, Source::Gossip);
         let want = reference.member("n").cloned();
         for _ in 0..50 {
             let mut u = updates.clone();
             u.shuffle(&mut rng);
             let mut s = node();
             for x in &u {
-                s.merge(std::slice::from_ref(x));
+                s.merge(std::slice::from_ref(x), Source::Gossip);
             }
             assert_eq!(s.member("n").cloned(), want, "{u:?}");
         }
@@ -808,14 +942,17 @@ mod tests {
         let mut s = node();
         s.leave();
         assert_eq!(s.me().state, WireState::Left);
-        s.merge(&[
-            entry("me", WireState::Alive, 0),
-            entry("me", WireState::Suspect, 0),
-        ]);
+        s.merge(
+            &[
+                entry("me", WireState::Alive, 0),
+                entry("me", WireState::Suspect, 0),
+            ],
+            Source::Gossip,
+        );
         assert_eq!(s.me().state, WireState::Left);
         let mut other = node_named("other");
-        other.merge(&[entry("me", WireState::Alive, 0)]);
-        other.merge(&[s.me().clone()]);
+        other.merge(&[entry("me", WireState::Alive, 0)], Source::Gossip);
+        other.merge(&[s.me().clone()], Source::Gossip);
         assert_eq!(other.member("me").unwrap().state, WireState::Left);
     }
 
@@ -838,13 +975,13 @@ mod tests {
         };
         assert_eq!(seed_pings(&s.tick()), 1);
         assert_eq!(seed_pings(&s.tick()), 1, "still no live peer: keep trying");
-        s.merge(&[entry("a", WireState::Alive, 0)]);
+        s.merge(&[entry("a", WireState::Alive, 0)], Source::Gossip);
         let mut joins = 0;
         for _ in 0..10 {
             joins += seed_pings(&s.tick());
         }
         assert_eq!(joins, 0, "a live seed is not re-contacted");
-        s.merge(&[entry("a", WireState::Dead, 0)]);
+        s.merge(&[entry("a", WireState::Dead, 0)], Source::Gossip);
         let mut retries = 0;
         for _ in 0..6 {
             retries += seed_pings(&s.tick());
@@ -855,8 +992,8 @@ mod tests {
     #[test]
     fn forgotten_after_dead_timeout() {
         let mut s = node();
-        let acts = s.merge(&[entry("a", WireState::Dead, 0)]);
-        s.merge(&[entry("never-known", WireState::Dead, 0)]);
+        let acts = s.merge(&[entry("a", WireState::Dead, 0)], Source::Gossip);
+        s.merge(&[entry("never-known", WireState::Dead, 0)], Source::Gossip);
         assert!(
             s.member("never-known").is_none(),
             "unknown deaths are not adopted"
@@ -874,7 +1011,151 @@ mod tests {
         s.on_timer(t);
         assert!(s.member("a").is_none());
         // Gossip of the death from a peer that has not forgotten yet does not bring it back.
-        s.merge(&[entry("a", WireState::Dead, 0)]);
+        s.merge(&[entry("a", WireState::Dead, 0)], Source::Gossip);
         assert!(s.member("a").is_none());
+    }
+
+    #[test]
+    fn ids_and_addresses_are_checked() {
+        for ok in ["node-1", "a", "pod_7.svc", &"x".repeat(MAX_ID_BYTES)] {
+            assert!(valid_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "a b",
+            "a@b",
+            "a,b",
+            "a/b",
+            "a?b",
+            "a#b",
+            "a\u{7}b",
+            &"x".repeat(MAX_ID_BYTES + 1),
+        ] {
+            assert!(!valid_id(bad), "{bad:?}");
+        }
+        for ok in [
+            "h:1",
+            "127.0.0.1:7946",
+            "[::1]:7946",
+            "my-host.example.com:65535",
+            "a_b:80",
+        ] {
+            assert!(valid_addr(ok), "{ok}");
+        }
+        for bad in [
+            "", "h", "h:", ":1", "h:0", "h:65536", "h:-1", "h:+1", "user@h:1", "h/x:1", "h:1/x",
+            "h?:1", "h#:1", "[::1:1", "[zz]:1", ".h:1", "-h:1", "h h:1", "h:123456",
+        ] {
+            assert!(!valid_addr(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn malformed_entries_and_incarnation_jumps_are_refused() {
+        let mut s = node();
+        let bad = MemberEntry {
+            id: "evil".into(),
+            addr: "user@10.0.0.1:80".into(),
+            state: WireState::Alive,
+            incarnation: 0,
+        };
+        s.merge(&[bad], Source::Gossip);
+        assert!(s.member("evil").is_none());
+        // A jump past the step about another member, or about this node, is ignored.
+        s.merge(
+            &[entry("a", WireState::Dead, MAX_INCARNATION_STEP + 1)],
+            Source::Gossip,
+        );
+        assert_eq!(s.member("a").unwrap().state, WireState::Alive);
+        s.merge(
+            &[entry("me", WireState::Dead, MAX_INCARNATION_STEP + 1)],
+            Source::Gossip,
+        );
+        s.merge(&[entry("me", WireState::Dead, u64::MAX)], Source::Gossip);
+        assert_eq!(s.me().incarnation, 0);
+        assert_eq!(s.me().state, WireState::Alive);
+        assert_eq!(s.stats().refused, 4);
+        // Within the step a death is refuted, with checked arithmetic.
+        s.merge(&[entry("me", WireState::Dead, 7)], Source::Gossip);
+        assert_eq!(s.me().incarnation, 8);
+    }
+
+    #[test]
+    fn an_address_changes_only_on_the_members_own_word() {
+        let mut s = node();
+        let moved = MemberEntry {
+            addr: "elsewhere:1".into(),
+            ..entry("a", WireState::Alive, 3)
+        };
+        // Relayed: the news (a higher incarnation) is taken, the address is not.
+        s.merge(std::slice::from_ref(&moved), Source::Gossip);
+        assert_eq!(s.member("a").unwrap().addr, "a:7946");
+        assert_eq!(s.member("a").unwrap().incarnation, 3);
+        // Another member vouching for it is still not its own word.
+        s.merge(
+            std::slice::from_ref(&moved),
+            Source::Member {
+                id: "b",
+                addr: "elsewhere:1",
+            },
+        );
+        assert_eq!(s.member("a").unwrap().addr, "a:7946");
+        // From the member itself, at that address: taken, even at the same incarnation.
+        s.merge(
+            std::slice::from_ref(&moved),
+            Source::Member {
+                id: "a",
+                addr: "elsewhere:1",
+            },
+        );
+        assert_eq!(s.member("a").unwrap().addr, "elsewhere:1");
+        // An ack is the member's word only at the address that was dialled.
+        let ack = Ack {
+            seq: 0,
+            me: MemberEntry {
+                addr: "third:1".into(),
+                ..entry("a", WireState::Alive, 3)
+            },
+            members: vec![],
+        };
+        s.on_ack(ack.clone(), "elsewhere:1");
+        assert_eq!(s.member("a").unwrap().addr, "elsewhere:1");
+        s.on_ack(ack, "third:1");
+        assert_eq!(s.member("a").unwrap().addr, "third:1");
+    }
+
+    #[test]
+    fn an_ack_must_name_the_probed_member() {
+        let mut s = node();
+        let (seq, target) = probe_of(&s.tick());
+        let other = ["a", "b", "c"].into_iter().find(|x| *x != target).unwrap();
+        s.on_ack(ack_from(&s, other, seq), &format!("{other}:7946"));
+        assert_eq!(s.current_probe().map(|p| p.2), Some(false));
+        s.on_ack(ack_from(&s, &target, seq), &format!("{target}:7946"));
+        assert_eq!(s.current_probe().map(|p| p.2), Some(true));
+    }
+
+    #[test]
+    fn the_member_list_is_capped() {
+        let mut s = Swim::new(
+            "me",
+            "me:7946",
+            vec![],
+            SwimConfig {
+                max_members: 3,
+                ..cfg()
+            },
+            1,
+        );
+        let many: Vec<MemberEntry> = (0..5)
+            .map(|i| entry(&format!("m{i}"), WireState::Alive, 0))
+            .collect();
+        // A list longer than the cap (plus the sender) is ignored whole ...
+        s.merge(&many, Source::Gossip);
+        assert_eq!(s.entries().len(), 1);
+        // ... a shorter one fills the list up to the cap.
+        s.merge(&many[..4], Source::Gossip);
+        assert_eq!(s.entries().len(), 4);
+        assert!(s.member("m3").is_none());
     }
 }

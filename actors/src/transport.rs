@@ -9,7 +9,7 @@
 use crate::hlc::Hlc;
 use crate::proto::{
     decode_envelope, encode, BatchRef, BatchReply, Call, CallReply, DecodeError, Envelope,
-    ItemError, Rpc, BATCH_PATH, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
+    ItemError, Rpc, BATCH_PATH, MAX_DIST_BODY, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -85,10 +85,14 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// `token` is sent as `Authorization: Bearer <token>` on every call. Fails only if
     /// the HTTP client cannot be built (no fall-back to a client without these settings).
-    pub fn new(token: Option<String>) -> Result<Self, reqwest::Error> {
+    ///
+    /// `pool_idle` is how long an unused connection is kept: it must stay below the
+    /// peers' idle keep-alive timeout, or a request could be sent on a connection the
+    /// peer is closing.
+    pub fn new(token: Option<String>, pool_idle: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
-            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_idle_timeout(pool_idle)
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .build()?;
@@ -117,16 +121,39 @@ impl Transport for HttpTransport {
             req = req.header("authorization", a);
         }
         Box::pin(async move {
-            let resp = req.send().await.map_err(TransportError::from_reqwest)?;
+            let mut resp = req.send().await.map_err(TransportError::from_reqwest)?;
             let status = resp.status().as_u16();
-            let bytes = resp.bytes().await.map_err(TransportError::from_reqwest)?;
+            // A reply is read up to the same cap as a request: a peer cannot make this
+            // node buffer without bound.
+            if resp
+                .content_length()
+                .is_some_and(|n| n > MAX_DIST_BODY as u64)
+            {
+                return Err(TransportError::Decode(format!(
+                    "reply of {} bytes is over the {MAX_DIST_BODY}-byte cap",
+                    resp.content_length().unwrap_or_default()
+                )));
+            }
+            let mut bytes = Vec::with_capacity(
+                resp.content_length()
+                    .map_or(0, |n| n as usize)
+                    .min(MAX_DIST_BODY),
+            );
+            while let Some(chunk) = resp.chunk().await.map_err(TransportError::from_reqwest)? {
+                if bytes.len() + chunk.len() > MAX_DIST_BODY {
+                    return Err(TransportError::Decode(format!(
+                        "reply is over the {MAX_DIST_BODY}-byte cap"
+                    )));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
             if status != 200 {
                 return Err(TransportError::Status {
                     status,
                     body: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
                 });
             }
-            Ok(bytes.to_vec())
+            Ok(bytes)
         })
     }
 }

@@ -99,6 +99,44 @@ impl Write {
     }
 }
 
+/// Why a write that came from outside this node is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmitError {
+    /// Its version's clock is further ahead of this node's clock than the allowed drift:
+    /// it would win every later write of the key.
+    #[error("version clock is {ahead_ms} ms ahead of this node's clock (the allowed drift is {max_ms} ms)")]
+    TooNew { ahead_ms: u64, max_ms: u64 },
+    /// Its value is larger than `HYPERCACHE_MAX_VALUE_BYTES`.
+    #[error("value of {size} bytes is over the {limit}-byte limit")]
+    TooLarge { size: u64, limit: u64 },
+}
+
+/// Checks a write from a peer (replica write, repair, hint, handoff, fetched record)
+/// before it is applied or queued: its version must not be more than `max_drift_ms`
+/// ahead of `now_ms`, and its value at most `max_value_bytes`.
+pub fn admit(
+    write: &Write,
+    max_value_bytes: u64,
+    now_ms: u64,
+    max_drift_ms: u64,
+) -> Result<(), AdmitError> {
+    let wall = write.version.hlc >> 16;
+    if wall > now_ms.saturating_add(max_drift_ms) {
+        return Err(AdmitError::TooNew {
+            ahead_ms: wall - now_ms,
+            max_ms: max_drift_ms,
+        });
+    }
+    let size = write.value.as_ref().map_or(0, |v| v.len() as u64);
+    if size > max_value_bytes {
+        return Err(AdmitError::TooLarge {
+            size,
+            limit: max_value_bytes,
+        });
+    }
+    Ok(())
+}
+
 /// A live value as read from a shard.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Stored {
@@ -163,6 +201,35 @@ mod tests {
         assert_eq!(
             validate_key(&"k".repeat(MAX_KEY_BYTES + 1)),
             Err(KeyError::TooLong(MAX_KEY_BYTES + 1))
+        );
+    }
+
+    #[test]
+    fn admission() {
+        let w = |wall: u64, n: usize| Write {
+            version: Version {
+                hlc: wall << 16 | 7,
+                origin: 1,
+            },
+            value: Some(Bytes::from(vec![0u8; n])),
+            expires_at_ms: None,
+        };
+        assert_eq!(admit(&w(1_000, 10), 10, 1_000, 60_000), Ok(()));
+        assert_eq!(admit(&w(61_000, 0), 10, 1_000, 60_000), Ok(()));
+        assert_eq!(
+            admit(&w(61_001, 0), 10, 1_000, 60_000),
+            Err(AdmitError::TooNew {
+                ahead_ms: 60_001,
+                max_ms: 60_000
+            })
+        );
+        assert!(admit(&w(u64::MAX >> 16, 0), 10, u64::MAX, 60_000).is_ok());
+        assert_eq!(
+            admit(&w(1_000, 11), 10, 1_000, 60_000),
+            Err(AdmitError::TooLarge {
+                size: 11,
+                limit: 10
+            })
         );
     }
 

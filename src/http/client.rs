@@ -14,7 +14,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{middleware, Json, Router};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hypercache_actors::quorum::Consistency;
 use hypercache_actors::CacheError;
 use serde::Serialize;
@@ -144,35 +143,6 @@ struct OwnersResponse {
     node: String,
 }
 
-/// Reads the body, refusing more than `limit` bytes with 413 (early when the
-/// `Content-Length` already says so).
-pub(crate) async fn read_body(
-    headers: &HeaderMap,
-    body: Body,
-    limit: u64,
-) -> Result<bytes::Bytes, ApiError> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(size) = declared.filter(|s| *s > limit) {
-        return Err(CacheError::PayloadTooLarge { size, limit }.into());
-    }
-    match Limited::new(body, limit as usize).collect().await {
-        Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(CacheError::PayloadTooLarge {
-                size: limit + 1,
-                limit,
-            }
-            .into())
-        }
-        Err(e) => {
-            Err(CacheError::BadRequest(format!("could not read the request body: {e}")).into())
-        }
-    }
-}
-
 async fn put_key(
     State(s): State<AppState>,
     path: Result<Path<String>, PathRejection>,
@@ -189,8 +159,11 @@ async fn put_key(
     s.node.admit_write()?;
     // A one-chunk body is a slice of the connection's read buffer: stored as is, it would
     // keep that whole buffer alive for as long as the value lives. Copy it out.
-    let value =
-        bytes::Bytes::copy_from_slice(&read_body(&headers, body, s.config.max_value_bytes).await?);
+    let body = s
+        .client_body
+        .read(&headers, body, s.config.max_value_bytes, false)
+        .await?;
+    let value = bytes::Bytes::copy_from_slice(&body.bytes);
     let bytes = value.len();
     let ack = s.node.put(&key, value, ttl, level).await?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics().puts_total);

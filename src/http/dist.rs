@@ -4,10 +4,10 @@
 //! SWIM pings (which skip the in-flight bound). The work is the actor system's
 //! [`hypercache_actors::service::DistService`]; this module only reads the body and maps
 //! its errors. A body that does not decode is a 400 and changes nothing; one over
-//! [`MAX_DIST_BODY`] is a 413; another protocol version is a 400 with code
+//! [`MAX_DIST_BODY`] ([`MAX_PROBE_BODY`] on the probe route) is a 413, one without
+//! `Content-Length` a 411, one that would overspend the listener's buffer budget a 503; another protocol version is a 400 with code
 //! `PROTOCOL_VERSION`, and so is any call on a route of protocol version 1.
 
-use super::client::read_body;
 use super::error::{json_error, ApiError};
 use super::{guard, method_not_allowed, mgmt, not_found, record_latency, AppState, Guard};
 use axum::body::Body;
@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Router};
 use hypercache_actors::proto::{
-    BATCH_PATH, MAX_DIST_BODY, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
+    BATCH_PATH, MAX_DIST_BODY, MAX_PROBE_BODY, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
 };
 use hypercache_actors::service::{Route, ServiceError};
 use hypercache_actors::CacheError;
@@ -64,8 +64,12 @@ async fn serve(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let bytes = read_body(&headers, body, MAX_DIST_BODY as u64).await?;
-    match s.node.dist().handle(route, &bytes).await {
+    let limit = match route {
+        Route::Batch => MAX_DIST_BODY,
+        Route::Probe => MAX_PROBE_BODY,
+    };
+    let body = s.dist_body.read(&headers, body, limit as u64, true).await?;
+    match s.node.dist().handle(route, &body.bytes).await {
         Ok(out) => Ok((
             StatusCode::OK,
             [(

@@ -13,6 +13,14 @@ pub enum ApiError {
     Unauthorized,
     RouteNotFound,
     MethodNotAllowed,
+    /// No token is configured for this listener and the request is not from loopback.
+    ProtectedMode {
+        var: &'static str,
+    },
+    /// The request body did not arrive within the body read timeout.
+    BodyTimeout,
+    /// A dist request without `Content-Length`.
+    LengthRequired,
 }
 
 impl From<CacheError> for ApiError {
@@ -77,6 +85,26 @@ impl IntoResponse for ApiError {
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 resp
             }
+            ApiError::ProtectedMode { var } => json_error(
+                StatusCode::FORBIDDEN,
+                "PROTECTED_MODE",
+                &format!("protected mode: no token is configured, so only loopback clients are served; set {var} (and send it as a bearer token), or set HYPERCACHE_PROTECTED_MODE=false to serve every address without authentication (unsafe)"),
+            ),
+            ApiError::BodyTimeout => {
+                let mut resp = json_error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "REQUEST_TIMEOUT",
+                    "the request body did not arrive in time",
+                );
+                resp.headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                resp
+            }
+            ApiError::LengthRequired => json_error(
+                StatusCode::LENGTH_REQUIRED,
+                "BAD_REQUEST",
+                "peer requests must carry Content-Length",
+            ),
             ApiError::RouteNotFound => {
                 json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
             }

@@ -2,10 +2,12 @@
 //! handler state (mailbox handles only), bearer-token auth, the in-flight bound, latency
 //! recording and the JSON error mapping.
 
+pub mod body;
 pub mod client;
 pub mod dist;
 pub mod error;
 pub mod mgmt;
+pub mod serve;
 
 use crate::config::Config;
 use axum::extract::{MatchedPath, Request, State};
@@ -25,6 +27,32 @@ use tokio::sync::Semaphore;
 pub struct AppState {
     pub node: Arc<NodeHandle>,
     pub config: Arc<Config>,
+    /// Body bounds of the client listener.
+    pub client_body: body::BodyLimits,
+    /// Body bounds of the dist listener.
+    pub dist_body: body::BodyLimits,
+}
+
+impl AppState {
+    pub fn new(node: Arc<NodeHandle>, config: Arc<Config>) -> Self {
+        let metrics = node.metrics().clone();
+        Self {
+            client_body: body::BodyLimits::new(
+                body::Budget::Client,
+                config.client_buffer_bytes,
+                config.body_read_timeout,
+                metrics.clone(),
+            ),
+            dist_body: body::BodyLimits::new(
+                body::Budget::Dist,
+                config.dist_buffer_bytes,
+                config.body_read_timeout,
+                metrics,
+            ),
+            node,
+            config,
+        }
+    }
 }
 
 /// Which listener a guard protects.
@@ -35,11 +63,19 @@ pub enum Listener {
     Dist,
 }
 
-/// Per-listener guard state: the expected `Authorization` header and the in-flight bound.
+/// Concurrent SWIM probes the dist listener answers; they skip the in-flight bound, so
+/// they have their own.
+const MAX_PROBES_IN_FLIGHT: usize = 64;
+
+/// Per-listener guard state: the expected `Authorization` header, protected mode and
+/// the in-flight bounds.
 #[derive(Clone)]
 pub struct Guard {
     expected: Option<Arc<Vec<u8>>>,
+    /// With no token: refuse non-loopback clients, naming this variable.
+    protected: Option<&'static str>,
     inflight: Arc<Semaphore>,
+    probes: Arc<Semaphore>,
     node: Arc<NodeHandle>,
     listener: Listener,
 }
@@ -56,14 +92,21 @@ impl Drop for InFlight<'_> {
 }
 
 impl Guard {
+    /// The client and management listeners take `HYPERCACHE_AUTH_TOKEN`; the dist
+    /// listener takes the peer token (`HYPERCACHE_PEER_TOKEN`, by default the same).
     pub fn new(config: &Config, node: Arc<NodeHandle>, listener: Listener) -> Self {
+        let (token, var) = match listener {
+            Listener::Dist => (&config.peer_token, "HYPERCACHE_PEER_TOKEN"),
+            _ => (&config.auth_token, "HYPERCACHE_AUTH_TOKEN"),
+        };
         Self {
             listener,
-            expected: config
-                .auth_token
+            expected: token
                 .as_ref()
                 .map(|t| Arc::new(format!("Bearer {t}").into_bytes())),
+            protected: (config.protected_mode && token.is_none()).then_some(var),
             inflight: Arc::new(Semaphore::new(config.max_inflight)),
+            probes: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
             node,
         }
     }
@@ -82,17 +125,26 @@ pub fn authorized(expected: Option<&[u8]>, got: Option<&[u8]>) -> bool {
 /// Middleware for protected routes: bounds in-flight requests (503 OVERLOADED with
 /// `Retry-After` past the bound), then checks the bearer token (401 JSON).
 pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    // Direct membership probes bypass the in-flight bound: a busy node must still answer
-    // its peers' pings, or they would declare it dead and move its keys away. (Ping-reqs,
-    // which make outbound calls, stay bounded.)
+    if let Some(var) = g.protected {
+        let loopback = req
+            .extensions()
+            .get::<serve::PeerAddr>()
+            .is_some_and(serve::PeerAddr::is_loopback);
+        if !loopback {
+            hypercache_actors::metrics::Metrics::inc(
+                &g.node.metrics().requests_protected_mode_total,
+            );
+            return ApiError::ProtectedMode { var }.into_response();
+        }
+    }
+    // Direct membership probes have their own in-flight bound: a node busy with client
+    // traffic must still answer its peers' pings, or they would declare it dead and move
+    // its keys away. (Ping-reqs, which make outbound calls, share the listener's bound.)
     let probe =
         g.listener == Listener::Dist && req.uri().path() == hypercache_actors::proto::PROBE_PATH;
-    let permit = if probe {
-        None
-    } else {
-        g.inflight.clone().try_acquire_owned().ok()
-    };
-    if !probe && permit.is_none() {
+    let bound = if probe { &g.probes } else { &g.inflight };
+    let permit = bound.clone().try_acquire_owned().ok();
+    if permit.is_none() {
         hypercache_actors::metrics::Metrics::inc(
             &g.node.metrics().requests_rejected_overload_total,
         );
