@@ -611,3 +611,50 @@ async fn the_dist_buffer_budget_bounds_memory() {
     assert!(rss_kib(pid) < 200 * 1024, "RSS {} KiB", rss_kib(pid));
     assert_eq!(n.put("k", "v").await.status(), 200);
 }
+
+#[tokio::test]
+async fn ttls_that_would_wrap_are_refused() {
+    let n = Node::start("ttl", &[]).await;
+    for ttl in [
+        "99999999999999999999h",
+        "18446744073709551616ns",
+        "9223372036854775807s",
+        "101y",
+        "1.5e400s",
+        "5000000000000000000000000000000000000000000000000000ms",
+    ] {
+        let r = n.put(&format!("k?ttl={ttl}"), "v").await;
+        let s = r.status().as_u16();
+        assert_error(s, &r.text().await.unwrap(), 400, "BAD_REQUEST");
+    }
+    assert_eq!(n.get("k").await.status(), 404, "nothing stored");
+    assert_eq!(
+        n.put("k?ttl=36500d", "v").await.status(),
+        200,
+        "the largest ttl"
+    );
+}
+
+#[tokio::test]
+async fn anti_entropy_replies_are_capped() {
+    let n = Node::start("ae", &[("AUTH_TOKEN", TOKEN)]).await;
+    let big = vec![b'v'; 4 << 20];
+    for k in ["a", "b", "c"] {
+        assert_eq!(n.put(k, big.clone()).await.status(), 200);
+    }
+    let r = reqwest::Client::new()
+        .post(n.dist_url("/dist/v2/batch"))
+        .bearer_auth(TOKEN)
+        .body(batch(json!([{"AeFetch": {"keys": ["a", "b", "c"]}}])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    use hypercache_actors::proto::{decode, BatchReply, CallReply, Envelope};
+    let reply: Envelope<BatchReply> = decode(&r.bytes().await.unwrap()).unwrap();
+    let records = match &reply.body.results[0] {
+        Ok(CallReply::AeFetch(f)) => f.records.len(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(records, 1, "8 MiB of values at most, the first always");
+}
