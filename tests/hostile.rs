@@ -9,7 +9,7 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// An IPv4 address of this machine that is not loopback (connections to it from here
@@ -50,41 +50,6 @@ async fn node_on_all_interfaces(id: &str, env: &[(&str, &str)]) -> Node {
     vars.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     let refs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     Node::start_on(id, &refs, api, mgmt, dist).await
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
-}
-
-/// An enveloped dist batch of `calls`.
-fn batch(calls: Value) -> Vec<u8> {
-    let env = json!({"v": 2, "from": "probe-tool", "from_addr": "127.0.0.1:1",
-        "hlc": now_ms() << 16, "body": {"calls": calls}});
-    rmp_serde::to_vec_named(&env).unwrap()
-}
-
-/// Posts a batch to `path` on the node's dist listener: status and decoded reply.
-async fn post_dist(n: &Node, path: &str, body: Vec<u8>) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .post(n.dist_url(path))
-        .bearer_auth(n.token.as_deref().unwrap_or(""))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    let s = r.status().as_u16();
-    let b = r.bytes().await.unwrap();
-    let v = rmp_serde::from_slice(&b)
-        .or_else(|_| serde_json::from_slice(&b))
-        .unwrap_or(Value::Null);
-    (s, v)
-}
-
-fn write(wall_ms: u64, value: &[u8]) -> Value {
-    json!({"version": {"hlc": wall_ms << 16, "origin": 99}, "value": value, "expires_at_ms": null})
 }
 
 /// The process' resident memory in KiB.

@@ -53,6 +53,21 @@ pub struct Coordinator {
     pub(crate) repair: ActorSlot<RepairMsg>,
 }
 
+/// Times a write is stamped again after owners answered that they hold a newer version.
+pub const MAX_RESTAMPS: usize = 2;
+
+/// Why a `Stale` answer is not an ack.
+const STALE: &str = "holds a newer version";
+
+/// Whether a replica's answer to a write acknowledges it: it holds the write's version
+/// (applied now or already), not a newer one. (`Skipped` answers repairs only.)
+fn acknowledges(outcome: &ApplyOutcome) -> Result<(), &'static str> {
+    match outcome {
+        ApplyOutcome::Applied | ApplyOutcome::AlreadyCurrent | ApplyOutcome::Skipped => Ok(()),
+        ApplyOutcome::Stale => Err(STALE),
+    }
+}
+
 fn reply_error(e: TransportError) -> String {
     e.to_string()
 }
@@ -130,6 +145,13 @@ impl Coordinator {
 
     /// Sends a write to every owner at once (this node included when it is one) and
     /// answers once the level's acks are in.
+    ///
+    /// An owner that already holds a newer version answers `Stale`: that is not an ack,
+    /// since the write would not be what a later read returns. When stale answers keep
+    /// the level from being met, the coordinator reads the newest version from those
+    /// owners, merges it into its clock and writes again under a new stamp above it (at
+    /// most [`MAX_RESTAMPS`] times). Only a write that enough owners hold at its final
+    /// version is acknowledged.
     async fn write(
         &self,
         key: &str,
@@ -138,15 +160,6 @@ impl Coordinator {
         now: u64,
         level: Option<Consistency>,
     ) -> Result<WriteAck, CacheError> {
-        let version = Version {
-            hlc: self.hlc.now(now),
-            origin: crate::types::origin_of(self.me()),
-        };
-        let write = Write {
-            version,
-            value,
-            expires_at_ms,
-        };
         let view = self.view.borrow().clone();
         let owners = self.owners_for(&view, key);
         let level = level.unwrap_or(self.config.write_consistency);
@@ -163,26 +176,97 @@ impl Coordinator {
                 }],
             });
         }
-        let answers: FuturesUnordered<Answer<ApplyOutcome>> = owners
-            .iter()
-            .map(|o| self.replicate_to(o, key, write.clone()))
-            .collect();
-        let answers = self.collect(needed, answers).await?;
-        for (_, outcome) in answers {
-            if outcome == ApplyOutcome::Stale {
+        let origin = crate::types::origin_of(self.me());
+        let mut version = Version {
+            hlc: self.hlc.now(now),
+            origin,
+        };
+        let mut attempt = 0;
+        loop {
+            let write = Write {
+                version,
+                value: value.clone(),
+                expires_at_ms,
+            };
+            let answers: FuturesUnordered<Answer<ApplyOutcome>> = owners
+                .iter()
+                .map(|o| self.replicate_to(o, key, write.clone()))
+                .collect();
+            let failure = match self.collect_by(needed, answers, acknowledges).await {
+                Ok(_) => return Ok(WriteAck { owners, version }),
+                Err(e) => e,
+            };
+            let stale: Vec<String> = match &failure {
+                CacheError::Quorum { failures, .. } => failures
+                    .iter()
+                    .filter(|f| f.error == STALE)
+                    .map(|f| f.owner.clone())
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for _ in &stale {
                 Metrics::inc(&self.metrics.version_conflicts_total);
             }
+            if stale.is_empty() || attempt == MAX_RESTAMPS {
+                Metrics::inc(&self.metrics.quorum_failures_total);
+                return Err(failure);
+            }
+            attempt += 1;
+            if let Some(newest) = self.newest_version(key, &stale).await {
+                if !self.hlc.observe(newest.hlc, now_ms()) {
+                    Metrics::inc(&self.metrics.quorum_failures_total);
+                    return Err(CacheError::Quorum {
+                        needed,
+                        got: 0,
+                        failures: vec![OwnerFailure {
+                            owner: stale.join(","),
+                            error: "holds a version more than the allowed clock drift ahead of this node's clock".into(),
+                        }],
+                    });
+                }
+            }
+            version = Version {
+                hlc: self.hlc.now(now_ms()),
+                origin,
+            };
         }
-        Ok(WriteAck { owners, version })
+    }
+
+    /// The newest version any of `owners` holds for `key` (failures are skipped: the
+    /// next attempt finds out again).
+    async fn newest_version(&self, key: &str, owners: &[String]) -> Option<Version> {
+        let reads: FuturesUnordered<Answer<Option<Write>>> =
+            owners.iter().map(|o| self.read_from(o, key)).collect();
+        reads
+            .filter_map(|(_, r)| async move { r.ok().flatten().map(|w| w.version) })
+            .fold(None, |max: Option<Version>, v| async move {
+                Some(max.map_or(v, |m| m.max(v)))
+            })
+            .await
     }
 
     /// Collects answers until `needed` of them succeeded (`Ok` with those answers) or
-    /// that can no longer happen (the quorum error). Answers still pending are dropped:
-    /// their peer actors finish the calls (and hint failed writes) on their own.
+    /// that can no longer happen (the quorum error, counted). Answers still pending are
+    /// dropped: their peer actors finish the calls (and hint failed writes) on their own.
     async fn collect<T>(
         &self,
         needed: usize,
+        pending: FuturesUnordered<Answer<T>>,
+    ) -> Result<Vec<(String, T)>, CacheError> {
+        let r = self.collect_by(needed, pending, |_| Ok(())).await;
+        if r.is_err() {
+            Metrics::inc(&self.metrics.quorum_failures_total);
+        }
+        r
+    }
+
+    /// [`Self::collect`] where `accept` decides whether a successful answer counts as an
+    /// ack (`Err(reason)`: a failure with that reason). Does not count the failure.
+    async fn collect_by<T>(
+        &self,
+        needed: usize,
         mut pending: FuturesUnordered<Answer<T>>,
+        accept: impl Fn(&T) -> Result<(), &'static str>,
     ) -> Result<Vec<(String, T)>, CacheError> {
         let mut tracker = QuorumTracker::new(needed, pending.len());
         let mut answers = Vec::new();
@@ -191,7 +275,6 @@ impl Coordinator {
             match tracker.progress() {
                 Progress::Done => return Ok(answers),
                 Progress::Failed => {
-                    Metrics::inc(&self.metrics.quorum_failures_total);
                     return Err(CacheError::Quorum {
                         needed: tracker.needed(),
                         got: tracker.acks(),
@@ -199,10 +282,19 @@ impl Coordinator {
                     });
                 }
                 Progress::Pending => match pending.next().await {
-                    Some((owner, Ok(v))) => {
-                        answers.push((owner, v));
-                        tracker.ack();
-                    }
+                    Some((owner, Ok(v))) => match accept(&v) {
+                        Ok(()) => {
+                            answers.push((owner, v));
+                            tracker.ack();
+                        }
+                        Err(reason) => {
+                            failures.push(OwnerFailure {
+                                owner,
+                                error: reason.to_owned(),
+                            });
+                            tracker.fail();
+                        }
+                    },
                     Some((owner, Err(e))) => {
                         tracing::debug!(%owner, error = %e, "replica call failed");
                         failures.push(OwnerFailure { owner, error: e });

@@ -96,6 +96,8 @@ define_metrics! {
     counter request_buffer_refused_total: "Requests answered 503 because their listener's buffered-body budget was spent.",
     counter dist_refused_total: "Peer calls or writes refused as invalid: a version too far ahead, an oversize value, an unknown hint target, a call over its per-batch cap.",
     counter gossip_entries_refused_total: "Gossiped member entries ignored: invalid id or address, an incarnation jump, an address change not from the member itself, or the member cap.",
+    counter clock_skew_refusals_total: "Peer requests refused before anything was applied because the sender's clock differed from this node's by more than the allowed drift (60 s).",
+    gauge clock_drift_max_ms: "Largest difference seen between a peer's wall clock (as its requests carry it) and this node's, in milliseconds.",
     counter read_hedges_total: "Reads at `one` that asked a further owner because the first had not answered within HYPERCACHE_READ_HEDGE.",
 }
 

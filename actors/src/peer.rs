@@ -112,7 +112,9 @@ fn retryable(e: &TransportError) -> bool {
         // A whole request refused for what it is (malformed, unauthorized, unknown route)
         // fails the same way on replay; server errors and throttling may pass later.
         TransportError::Status { status, .. } => *status >= 500 || matches!(status, 408 | 429),
-        TransportError::ProtocolVersion(_) | TransportError::PeerLeft => false,
+        TransportError::ProtocolVersion(_)
+        | TransportError::PeerLeft
+        | TransportError::ClockSkew(_) => false,
         TransportError::Unreachable(_)
         | TransportError::Timeout
         | TransportError::Decode(_)

@@ -167,8 +167,17 @@ pub struct Envelope<T> {
     pub from_addr: String,
     /// The sender's HLC when it sent this; merged by the receiver.
     pub hlc: u64,
+    /// The sender's wall clock (Unix ms) when it sent this. A receiver whose own clock
+    /// differs by more than the allowed drift refuses the request before applying any
+    /// of it (code [`CLOCK_SKEW_CODE`]). Optional: absent from senders that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub now_ms: Option<u64>,
     pub body: T,
 }
+
+/// Error code of a request refused because the two nodes' clocks differ by more than
+/// the allowed drift.
+pub const CLOCK_SKEW_CODE: &str = "CLOCK_SKEW";
 
 /// Why a body could not be decoded.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -395,6 +404,7 @@ mod tests {
             from: "node-1".into(),
             from_addr: "h:1".into(),
             hlc: 42,
+            now_ms: Some(7),
             body,
         }
     }

@@ -15,17 +15,18 @@ use crate::hlc::{Hlc, MAX_DRIFT_MS};
 use crate::membership::{ClusterView, MembershipMsg, Sender};
 use crate::merkle::{bucket_of, MerkleTree, BUCKETS};
 use crate::metrics::Metrics;
-use crate::proto::WireState;
 use crate::proto::{
     decode_envelope, encode, AcceptHints, AcceptHintsReply, AeCompare, AeCompareReply, AeFetch,
     AeFetchReply, Batch, BatchReply, Call, CallReply, DecodeError, Envelope, ItemError, ReadReply,
     ReplicateReply, MAX_BATCH_CALLS,
 };
+use crate::proto::{WireState, CLOCK_SKEW_CODE};
 use crate::shards::Shards;
 use crate::slot::ActorSlot;
 use crate::swim::{valid_addr, valid_id};
 use crate::transport::{Faults, Wire};
 use crate::types::{admit, now_ms, validate_key, ApplyMode, ApplyOutcome, Write};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -73,6 +74,9 @@ pub enum ServiceError {
     /// The sender speaks another protocol version.
     #[error("{0}")]
     Version(String),
+    /// The sender's clock differs from this node's by more than the allowed drift.
+    #[error("{0}")]
+    ClockSkew(String),
     /// Test hooks only: the link from the sender is cut.
     #[error("link cut by fault injection")]
     Cut,
@@ -154,9 +158,22 @@ impl DistService {
                 "the probe route takes ping calls only".into(),
             ));
         }
-        if !self.hlc.observe(env.hlc, now_ms()) {
-            return Err(ServiceError::BadRequest(format!(
-                "sender clock is more than {MAX_DRIFT_MS} ms ahead of this node's"
+        let now = now_ms();
+        if let Some(sent) = env.now_ms {
+            let drift = sent.abs_diff(now);
+            self.metrics.clock_drift_max_ms.fetch_max(drift, Relaxed);
+            if drift > MAX_DRIFT_MS {
+                Metrics::inc(&self.metrics.clock_skew_refusals_total);
+                tracing::warn!(peer = %env.from, drift_ms = drift, "refused a peer request: the clocks differ by more than the allowed drift");
+                return Err(ServiceError::ClockSkew(format!(
+                    "{CLOCK_SKEW_CODE}: the sender's clock differs from this node's by {drift} ms (the allowed drift is {MAX_DRIFT_MS} ms); nothing was applied"
+                )));
+            }
+        }
+        if !self.hlc.observe(env.hlc, now) {
+            Metrics::inc(&self.metrics.clock_skew_refusals_total);
+            return Err(ServiceError::ClockSkew(format!(
+                "{CLOCK_SKEW_CODE}: the sender's clock is more than {MAX_DRIFT_MS} ms ahead of this node's; nothing was applied"
             )));
         }
         if !valid_id(&env.from) || !valid_addr(&env.from_addr) {

@@ -9,7 +9,8 @@
 use crate::hlc::Hlc;
 use crate::proto::{
     decode_envelope, encode, BatchRef, BatchReply, Call, CallReply, DecodeError, Envelope,
-    ItemError, Rpc, BATCH_PATH, MAX_DIST_BODY, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
+    ItemError, Rpc, BATCH_PATH, CLOCK_SKEW_CODE, MAX_DIST_BODY, PROBE_PATH, PROTOCOL_VERSION,
+    VERSION_MISMATCH_CODE,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
@@ -52,6 +53,10 @@ pub enum TransportError {
     /// The member left the cluster while the call waited for it.
     #[error("the peer left the cluster")]
     PeerLeft,
+    /// The two nodes' clocks differ by more than the allowed drift (fails the same way
+    /// until an operator fixes a clock).
+    #[error("clock skew with the peer: {0}")]
+    ClockSkew(String),
 }
 
 impl TransportError {
@@ -258,6 +263,7 @@ impl Wire {
             from: self.me.to_string(),
             from_addr: self.my_addr.to_string(),
             hlc: self.hlc.last(),
+            now_ms: Some(crate::types::now_ms()),
             body,
         }
     }
@@ -283,6 +289,10 @@ impl Wire {
                 tracing::warn!(peer = %addr, reply = %body, "peer speaks another protocol version; its calls fail until both run the same version");
                 return Err(TransportError::ProtocolVersion(body));
             }
+            Err(TransportError::Status { status: 400, body }) if body.contains(CLOCK_SKEW_CODE) => {
+                tracing::warn!(peer = %addr, reply = %body, "peer refused a request: the clocks differ by more than the allowed drift; fix the clocks (NTP)");
+                return Err(TransportError::ClockSkew(body));
+            }
             other => other?,
         };
         let env: Envelope<BatchReply> = decode_envelope(&bytes).map_err(|e| match e {
@@ -298,7 +308,9 @@ impl Wire {
             )));
         }
         if !self.hlc.observe(env.hlc, crate::types::now_ms()) {
-            return Err(TransportError::Decode(
+            // The peer checks clocks before it applies anything, so this is rare (a
+            // peer that predates the check, or a clock stepped between the two).
+            return Err(TransportError::ClockSkew(
                 "peer clock is too far ahead (more than 60 s)".into(),
             ));
         }

@@ -145,8 +145,9 @@ pub struct Stored {
     pub expires_at_ms: Option<u64>,
 }
 
-/// How a replica took a write. Every variant means "this replica now holds this version
-/// or a newer one", which is what a quorum counts.
+/// How a replica took a write. `Applied` and `AlreadyCurrent` mean "this replica now
+/// holds this version", which is what a quorum counts; `Stale` means it holds a newer
+/// one (not an ack: the coordinator stamps the write again above it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ApplyOutcome {
     /// The write was newer and replaced what was there.

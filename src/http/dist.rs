@@ -17,7 +17,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{middleware, Router};
 use hypercache_actors::proto::{
-    BATCH_PATH, MAX_DIST_BODY, MAX_PROBE_BODY, PROBE_PATH, PROTOCOL_VERSION, VERSION_MISMATCH_CODE,
+    BATCH_PATH, CLOCK_SKEW_CODE, MAX_DIST_BODY, MAX_PROBE_BODY, PROBE_PATH, PROTOCOL_VERSION,
+    VERSION_MISMATCH_CODE,
 };
 use hypercache_actors::service::{Route, ServiceError};
 use hypercache_actors::CacheError;
@@ -81,6 +82,9 @@ async fn serve(
             .into_response()),
         Err(ServiceError::BadRequest(m)) => Err(CacheError::BadRequest(m).into()),
         Err(ServiceError::Version(m)) => Ok(version_mismatch(&m)),
+        Err(ServiceError::ClockSkew(m)) => {
+            Ok(json_error(StatusCode::BAD_REQUEST, CLOCK_SKEW_CODE, &m))
+        }
         Err(ServiceError::Cut) => Ok(json_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "INTERNAL",

@@ -553,3 +553,45 @@ impl Node {
         .expect("GET")
     }
 }
+
+/// Dist-protocol helpers: hand-made peer calls.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// An enveloped dist batch of `calls`.
+pub fn batch(calls: serde_json::Value) -> Vec<u8> {
+    let env = serde_json::json!({"v": 2, "from": "probe-tool", "from_addr": "127.0.0.1:1",
+        "hlc": now_ms() << 16, "body": {"calls": calls}});
+    rmp_serde::to_vec_named(&env).unwrap()
+}
+
+/// Posts a batch to `path` on the node's dist listener: status and decoded reply.
+pub async fn post_dist(n: &Node, path: &str, body: Vec<u8>) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .post(n.dist_url(path))
+        .bearer_auth(n.token.as_deref().unwrap_or(""))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let s = r.status().as_u16();
+    let json = r
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    let b = r.bytes().await.unwrap();
+    let v = if json {
+        serde_json::from_slice(&b).ok()
+    } else {
+        rmp_serde::from_slice(&b).ok()
+    };
+    (s, v.unwrap_or(serde_json::Value::Null))
+}
+
+pub fn write(wall_ms: u64, value: &[u8]) -> serde_json::Value {
+    serde_json::json!({"version": {"hlc": wall_ms << 16, "origin": 99}, "value": value, "expires_at_ms": null})
+}
