@@ -7,6 +7,8 @@
 
 use crate::duration::{parse_duration, parse_size, DurationError};
 use hypercache_actors::proto::{MAX_BATCH_CALLS, MAX_DIST_BODY};
+use hypercache_actors::store::TOMBSTONE_OVERHEAD;
+use hypercache_actors::types::MAX_KEY_BYTES;
 use serde::Serialize;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -128,6 +130,7 @@ pub struct Config {
     pub drain_timeout: Duration,
     #[serde(with = "ms")]
     pub tombstone_retention: Duration,
+    pub tombstone_bytes: u64,
     #[serde(with = "ms")]
     pub sweep_interval: Duration,
     #[serde(with = "ms")]
@@ -237,6 +240,7 @@ pub const KNOWN: &[&str] = &[
     "CLIENT_BUFFER_BYTES",
     "DIST_BUFFER_BYTES",
     "MAX_MEMBERS",
+    "TOMBSTONE_BYTES",
 ];
 
 /// Settings of the Go server that configure security (client TLS and mTLS, scoped tokens,
@@ -566,6 +570,18 @@ impl Config {
                 "a retention longer than HYPERCACHE_HINT_TTL + HYPERCACHE_ANTI_ENTROPY_INTERVAL",
             ));
         }
+        let tombstone_bytes = r
+            .size("TOMBSTONE_BYTES", Some(64 << 20))?
+            .unwrap_or(64 << 20);
+        let one_per_shard = shards as u64 * (MAX_KEY_BYTES as u64 + TOMBSTONE_OVERHEAD);
+        if tombstone_bytes < one_per_shard {
+            let (var, v) = r.raw("TOMBSTONE_BYTES").unwrap_or_default();
+            return Err(Reader::err(
+                &var,
+                &v,
+                &format!("room for one tombstone of the longest key per shard: at least {one_per_shard} bytes"),
+            ));
+        }
         Ok(Config {
             node_id,
             api_addr,
@@ -609,6 +625,7 @@ impl Config {
             rebalance_concurrency: r.number("REBALANCE_CONCURRENCY", 2, 1, 64)?,
             drain_timeout: r.duration("DRAIN_TIMEOUT", ms(60_000), ms(1))?,
             tombstone_retention,
+            tombstone_bytes,
             sweep_interval: r.duration("SWEEP_INTERVAL", ms(1_000), ms(1))?,
             drain_linger: r.duration("DRAIN_LINGER", ms(2_000), Duration::ZERO)?,
             shutdown_grace: r.duration("SHUTDOWN_GRACE", ms(30_000), Duration::ZERO)?,
@@ -676,6 +693,7 @@ impl Config {
             capacity_bytes: self.capacity_bytes,
             max_value_bytes: self.max_value_bytes,
             tombstone_retention: self.tombstone_retention,
+            tombstone_bytes: self.tombstone_bytes,
             sweep_interval: self.sweep_interval,
             seeds: self
                 .seeds

@@ -85,3 +85,46 @@ async fn clock_skew_is_refused_before_anything_is_applied() {
     assert_eq!(s, 200);
     assert_eq!(n.get("k").await.status(), 200);
 }
+
+/// Deletes are remembered for the tombstone retention whatever the load: past the
+/// tombstone budget a delete is refused (and changes nothing) instead of an older
+/// tombstone being dropped early.
+#[tokio::test]
+async fn tombstones_are_kept_for_their_retention_and_a_full_budget_refuses_deletes() {
+    let n = Node::start(
+        "tomb",
+        &[
+            ("SHARDS", "1"),
+            ("TOMBSTONE_BYTES", "1072"),
+            ("CAPACITY", "5"),
+        ],
+    )
+    .await;
+    let mut refused = None;
+    for i in 0..40 {
+        let key = format!("d{i:02}");
+        assert_eq!(n.put(&key, "v").await.status(), 200);
+        let r = n.delete(&key).await;
+        if r.status() == 503 {
+            let s = r.status().as_u16();
+            assert_error(s, &r.text().await.unwrap(), 503, "TOMBSTONES_FULL");
+            refused = Some(i);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let refused = refused.expect("a delete past the budget is refused");
+    // 1072 bytes hold 1072 / (3 + 48) = 21 tombstones of three-byte keys.
+    assert_eq!(refused, 21);
+    // The refused delete changed nothing; every earlier delete is still remembered,
+    // although live writes (capacity 5) have evicted values since.
+    assert_eq!(n.get(&format!("d{refused:02}")).await.status(), 200);
+    let st = n.stats().await;
+    assert_eq!(st["tombstones"], 21, "{st}");
+    for i in 0..refused {
+        assert_eq!(n.get(&format!("d{i:02}")).await.status(), 404);
+    }
+    let m = n.mgmt_json("/dist/metrics").await;
+    assert_eq!(m["tombstones_refused_total"], 1, "{m}");
+    assert_eq!(m["tombstone_bytes"], 21 * 51, "{m}");
+}

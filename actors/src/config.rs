@@ -46,6 +46,8 @@ pub struct NodeConfig {
     pub capacity_bytes: Option<u64>,
     pub max_value_bytes: u64,
     pub tombstone_retention: Duration,
+    /// Most bytes of tombstones the node holds (split across shards).
+    pub tombstone_bytes: u64,
     pub sweep_interval: Duration,
     pub seeds: Vec<SeedPeer>,
     pub heartbeat: Duration,

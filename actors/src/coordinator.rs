@@ -68,6 +68,20 @@ fn acknowledges(outcome: &ApplyOutcome) -> Result<(), &'static str> {
     }
 }
 
+/// A write that failed only because owners' tombstone budgets are full is reported as
+/// that (503 `TOMBSTONES_FULL`, retry later), not as a generic quorum failure.
+fn tombstones_full_or(failure: CacheError) -> CacheError {
+    let full = CacheError::TombstonesFull.to_string();
+    match &failure {
+        CacheError::Quorum { failures, .. }
+            if !failures.is_empty() && failures.iter().all(|f| f.error.contains(&full)) =>
+        {
+            CacheError::TombstonesFull
+        }
+        _ => failure,
+    }
+}
+
 fn reply_error(e: TransportError) -> String {
     e.to_string()
 }
@@ -209,7 +223,7 @@ impl Coordinator {
             }
             if stale.is_empty() || attempt == MAX_RESTAMPS {
                 Metrics::inc(&self.metrics.quorum_failures_total);
-                return Err(failure);
+                return Err(tombstones_full_or(failure));
             }
             attempt += 1;
             if let Some(newest) = self.newest_version(key, &stale).await {

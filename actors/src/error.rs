@@ -51,6 +51,10 @@ pub enum CacheError {
     /// Too much work in flight; the client should retry later.
     #[error("node is overloaded; retry later")]
     Overloaded,
+    /// A delete needs a tombstone and the tombstone budget is spent by tombstones still
+    /// within their retention; the client should retry later.
+    #[error("the tombstone budget is full (deletes are remembered for HYPERCACHE_TOMBSTONE_RETENTION); retry later or raise HYPERCACHE_TOMBSTONE_BYTES")]
+    TombstonesFull,
     /// Something inside the node failed (an actor restarting, a timeout).
     #[error("internal error: {0}")]
     Internal(String),

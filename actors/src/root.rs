@@ -117,6 +117,7 @@ fn shard_args(cfg: &NodeConfig, index: usize) -> ShardArgs {
                 .capacity_bytes
                 .map(|b| split_evenly(b, cfg.shards, index)),
             tombstone_retention_ms: cfg.tombstone_retention.as_millis() as u64,
+            tombstone_bytes: split_evenly(cfg.tombstone_bytes, cfg.shards, index),
         },
         sweep_interval: cfg.sweep_interval,
     }

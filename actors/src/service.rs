@@ -108,6 +108,7 @@ fn item_error(e: CacheError) -> ItemError {
         CacheError::Draining => "DRAINING",
         CacheError::Quorum { .. } => "QUORUM_FAILED",
         CacheError::Overloaded => "OVERLOADED",
+        CacheError::TombstonesFull => "TOMBSTONES_FULL",
         CacheError::Internal(_) => "INTERNAL",
     };
     ItemError {

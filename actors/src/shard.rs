@@ -5,7 +5,7 @@
 //! replication (the coordinator). A shard that fails is restarted empty by the root
 //! supervisor; in a cluster, anti-entropy and rebalance refill it.
 
-use crate::store::{ShardLimits, ShardStats, ShardStore};
+use crate::store::{ApplyError, ShardLimits, ShardStats, ShardStore};
 use crate::types::{now_ms, ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use std::time::Duration;
@@ -28,7 +28,7 @@ pub enum ShardMsg {
         key: Key,
         write: Write,
         mode: ApplyMode,
-        reply: RpcReplyPort<ApplyOutcome>,
+        reply: RpcReplyPort<Result<ApplyOutcome, ApplyError>>,
     },
     /// Every record's key and version (live and tombstones); answered with the list.
     Versions(RpcReplyPort<Vec<(Key, Version)>>),

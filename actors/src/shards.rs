@@ -7,7 +7,7 @@
 use crate::error::CacheError;
 use crate::hlc::MAX_DRIFT_MS;
 use crate::shard::ShardMsg;
-use crate::store::ShardStats;
+use crate::store::{ApplyError, ShardStats};
 use crate::types::{admit, now_ms, ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
@@ -155,7 +155,10 @@ impl Shards {
             mode,
             reply,
         })
-        .await
+        .await?
+        .map_err(|e| match e {
+            ApplyError::TombstonesFull => CacheError::TombstonesFull,
+        })
     }
 
     /// Every record's key and version, over all shards.

@@ -12,8 +12,12 @@
 //! - An expired entry is never returned; it is removed when read or by `sweep`.
 //! - A tombstone is kept until its retention has passed, so an older value cannot
 //!   resurrect a deleted key while the tombstone exists. An expired value becomes a
-//!   tombstone of its version for the same reason. Tombstones are bounded too: at most
-//!   `capacity_items` per shard, the oldest dropped first (counted).
+//!   tombstone of its version for the same reason. Tombstones have their own byte budget
+//!   (`tombstone_bytes`), apart from live entries: live writes never evict them and no
+//!   tombstone is dropped before its retention. A delete that would pass the budget (once
+//!   tombstones past retention are purged) is refused ([`ApplyError::TombstonesFull`]);
+//!   an expired value that finds the budget full is dropped without a tombstone
+//!   (counted: every replica expires it at the same instant anyway).
 
 use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use bytes::Bytes;
@@ -43,6 +47,24 @@ pub struct ShardLimits {
     pub capacity_bytes: Option<u64>,
     /// How long a tombstone is kept after it is written.
     pub tombstone_retention_ms: u64,
+    /// Most bytes of tombstones held (key bytes plus [`TOMBSTONE_OVERHEAD`] each).
+    pub tombstone_bytes: u64,
+}
+
+/// What one tombstone costs beyond its key, in the budget's accounting.
+pub const TOMBSTONE_OVERHEAD: u64 = 48;
+
+fn tombstone_size(key: &str) -> u64 {
+    key.len() as u64 + TOMBSTONE_OVERHEAD
+}
+
+/// Why a write was not applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// The delete needs a tombstone and the tombstone budget is spent by tombstones still
+    /// within their retention.
+    #[error("the tombstone budget is full (deletes are remembered for the tombstone retention); retry later or raise HYPERCACHE_TOMBSTONE_BYTES")]
+    TombstonesFull,
 }
 
 /// Counters and gauges of one shard; summed across shards for `/stats`.
@@ -60,6 +82,10 @@ pub struct ShardStats {
     pub tombstones_purged: u64,
     pub fills_skipped: u64,
     pub tombstones_evicted: u64,
+    /// Bytes of tombstones held (the budget's accounting).
+    pub tombstone_bytes: u64,
+    /// Deletes refused because the tombstone budget was full.
+    pub tombstones_refused: u64,
 }
 
 impl std::ops::AddAssign for ShardStats {
@@ -76,6 +102,8 @@ impl std::ops::AddAssign for ShardStats {
         self.tombstones_purged += o.tombstones_purged;
         self.fills_skipped += o.fills_skipped;
         self.tombstones_evicted += o.tombstones_evicted;
+        self.tombstone_bytes += o.tombstone_bytes;
+        self.tombstones_refused += o.tombstones_refused;
     }
 }
 
@@ -85,6 +113,7 @@ pub struct ShardStore {
     tombstones: LruCache<Key, Tombstone>,
     limits: ShardLimits,
     bytes: u64,
+    tombstone_bytes: u64,
     stats: ShardStats,
 }
 
@@ -103,6 +132,7 @@ impl ShardStore {
             tombstones: LruCache::unbounded(),
             limits,
             bytes: 0,
+            tombstone_bytes: 0,
             stats: ShardStats::default(),
         }
     }
@@ -170,14 +200,14 @@ impl ShardStore {
         write: &Write,
         mode: ApplyMode,
         now_ms: u64,
-    ) -> ApplyOutcome {
+    ) -> Result<ApplyOutcome, ApplyError> {
         if mode == ApplyMode::Fill
             && write.value.is_some()
             && self.version_of(key).is_none()
             && self.is_full()
         {
             self.stats.fills_skipped += 1;
-            return ApplyOutcome::Skipped;
+            return Ok(ApplyOutcome::Skipped);
         }
         self.apply(key, write, now_ms)
     }
@@ -224,35 +254,79 @@ impl ShardStore {
             .peek(key)
             .is_some_and(|t| t.version == version)
         {
-            return self.tombstones.pop(key).is_some();
+            return self.pop_tombstone(key);
         }
         false
     }
 
-    /// Applies a replicated write or delete, last-write-wins.
-    pub fn apply(&mut self, key: &str, write: &Write, now_ms: u64) -> ApplyOutcome {
+    /// Applies a replicated write or delete, last-write-wins. A delete (or an already
+    /// expired value) that needs a tombstone the budget has no room for changes nothing.
+    pub fn apply(
+        &mut self,
+        key: &str,
+        write: &Write,
+        now_ms: u64,
+    ) -> Result<ApplyOutcome, ApplyError> {
         match self.version_of(key) {
             Some(v) if v > write.version => {
                 self.stats.writes_stale += 1;
-                return ApplyOutcome::Stale;
+                return Ok(ApplyOutcome::Stale);
             }
-            Some(v) if v == write.version => return ApplyOutcome::AlreadyCurrent,
+            Some(v) if v == write.version => return Ok(ApplyOutcome::AlreadyCurrent),
             _ => {}
         }
-        self.stats.writes_applied += 1;
         match &write.value {
             // An already expired value reads exactly like a delete; keeping it as a
             // tombstone still blocks older versions.
             Some(value) if !expired(write.expires_at_ms, now_ms) => {
-                self.tombstones.pop(key);
+                self.pop_tombstone(key);
                 self.insert_live(key, value.clone(), write.version, write.expires_at_ms);
             }
             _ => {
+                if !self.room_for_tombstone(key, now_ms) {
+                    self.stats.tombstones_refused += 1;
+                    return Err(ApplyError::TombstonesFull);
+                }
                 self.remove_live(key);
                 self.put_tombstone(key, write.version, now_ms);
             }
         }
-        ApplyOutcome::Applied
+        self.stats.writes_applied += 1;
+        Ok(ApplyOutcome::Applied)
+    }
+
+    /// True when a tombstone for `key` fits the budget, after purging tombstones past
+    /// their retention (the oldest are at the LRU end: tombstones are ordered by when
+    /// they were written, and all share one retention).
+    fn room_for_tombstone(&mut self, key: &str, now_ms: u64) -> bool {
+        let replaced = self.tombstones.peek(key).map_or(0, |_| tombstone_size(key));
+        let fits = |s: &Self| {
+            s.tombstone_bytes - replaced + tombstone_size(key) <= s.limits.tombstone_bytes
+        };
+        while !fits(self) {
+            let oldest_due = self
+                .tombstones
+                .peek_lru()
+                .is_some_and(|(k, t)| t.purge_at_ms <= now_ms && k != key);
+            if !oldest_due {
+                return false;
+            }
+            if let Some((k, _)) = self.tombstones.pop_lru() {
+                self.tombstone_bytes -= tombstone_size(&k);
+                self.stats.tombstones_purged += 1;
+            }
+        }
+        true
+    }
+
+    fn pop_tombstone(&mut self, key: &str) -> bool {
+        match self.tombstones.pop(key) {
+            Some(_) => {
+                self.tombstone_bytes -= tombstone_size(key);
+                true
+            }
+            None => false,
+        }
     }
 
     fn insert_live(
@@ -294,26 +368,30 @@ impl ShardStore {
 
     /// Turns an expired live entry into a tombstone of the same version, so a replica
     /// that still holds an older value cannot bring it back.
+    /// (When the tombstone budget has no room, the value is dropped without one.)
     fn expire_to_tombstone(&mut self, key: &str, now_ms: u64) {
         if let Some(e) = self.live.pop(key) {
             self.bytes -= entry_bytes(key, &e.value);
             self.stats.expirations += 1;
-            self.put_tombstone(key, e.version, now_ms);
+            if self.room_for_tombstone(key, now_ms) {
+                self.put_tombstone(key, e.version, now_ms);
+            } else {
+                self.stats.tombstones_evicted += 1;
+            }
         }
     }
 
+    /// Adds (or replaces) the tombstone of `key`; the caller checked the budget.
     fn put_tombstone(&mut self, key: &str, version: Version, now_ms: u64) {
-        self.tombstones.put(
+        let old = self.tombstones.put(
             key.to_owned(),
             Tombstone {
                 version,
                 purge_at_ms: now_ms.saturating_add(self.limits.tombstone_retention_ms),
             },
         );
-        while self.tombstones.len() > self.limits.capacity_items.max(1) {
-            if self.tombstones.pop_lru().is_some() {
-                self.stats.tombstones_evicted += 1;
-            }
+        if old.is_none() {
+            self.tombstone_bytes += tombstone_size(key);
         }
     }
 
@@ -346,7 +424,7 @@ impl ShardStore {
             .map(|(k, _)| k.clone())
             .collect();
         for k in &old {
-            self.tombstones.pop(k);
+            self.pop_tombstone(k);
         }
         self.stats.tombstones_purged += old.len() as u64;
         dead.len() as u64
@@ -358,6 +436,7 @@ impl ShardStore {
             items: self.live.len() as u64,
             bytes: self.bytes,
             tombstones: self.tombstones.len() as u64,
+            tombstone_bytes: self.tombstone_bytes,
             ..self.stats
         }
     }
@@ -372,7 +451,22 @@ mod tests {
             capacity_items: items,
             capacity_bytes: None,
             tombstone_retention_ms: 1_000,
+            tombstone_bytes: u64::MAX,
         }
+    }
+
+    fn ap(s: &mut ShardStore, key: &str, write: &Write, now_ms: u64) -> ApplyOutcome {
+        s.apply(key, write, now_ms).expect("applied")
+    }
+
+    fn apm(
+        s: &mut ShardStore,
+        key: &str,
+        write: &Write,
+        mode: ApplyMode,
+        now_ms: u64,
+    ) -> ApplyOutcome {
+        s.apply_mode(key, write, mode, now_ms).expect("applied")
     }
 
     fn w(hlc: u64, value: Option<&str>, exp: Option<u64>) -> Write {
@@ -387,12 +481,15 @@ mod tests {
     fn newer_wins_older_is_stale() {
         let mut s = ShardStore::new(limits(10));
         assert_eq!(
-            s.apply("k", &w(2, Some("b"), None), 0),
+            ap(&mut s, "k", &w(2, Some("b"), None), 0),
             ApplyOutcome::Applied
         );
-        assert_eq!(s.apply("k", &w(1, Some("a"), None), 0), ApplyOutcome::Stale);
         assert_eq!(
-            s.apply("k", &w(2, Some("b"), None), 0),
+            ap(&mut s, "k", &w(1, Some("a"), None), 0),
+            ApplyOutcome::Stale
+        );
+        assert_eq!(
+            ap(&mut s, "k", &w(2, Some("b"), None), 0),
             ApplyOutcome::AlreadyCurrent
         );
         assert_eq!(s.get("k", 0).unwrap().value, Bytes::from_static(b"b"));
@@ -401,11 +498,11 @@ mod tests {
     #[test]
     fn tombstone_blocks_older_value_until_purged() {
         let mut s = ShardStore::new(limits(10));
-        s.apply("k", &w(1, Some("a"), None), 0);
-        s.apply("k", &w(2, None, None), 0);
+        ap(&mut s, "k", &w(1, Some("a"), None), 0);
+        ap(&mut s, "k", &w(2, None, None), 0);
         assert!(s.get("k", 0).is_none());
         assert_eq!(
-            s.apply("k", &w(1, Some("a"), None), 10),
+            ap(&mut s, "k", &w(1, Some("a"), None), 10),
             ApplyOutcome::Stale
         );
         assert!(s.get("k", 10).is_none());
@@ -420,10 +517,10 @@ mod tests {
     #[test]
     fn capacity_evicts_least_recently_used() {
         let mut s = ShardStore::new(limits(2));
-        s.apply("a", &w(1, Some("1"), None), 0);
-        s.apply("b", &w(2, Some("2"), None), 0);
+        ap(&mut s, "a", &w(1, Some("1"), None), 0);
+        ap(&mut s, "b", &w(2, Some("2"), None), 0);
         s.get("a", 0);
-        s.apply("c", &w(3, Some("3"), None), 0);
+        ap(&mut s, "c", &w(3, Some("3"), None), 0);
         assert!(s.get("b", 0).is_none());
         assert!(s.get("a", 0).is_some());
         assert!(s.get("c", 0).is_some());
@@ -437,22 +534,22 @@ mod tests {
             capacity_bytes: Some(10),
             ..limits(100)
         });
-        s.apply("a", &w(1, Some("1234"), None), 0); // 5 bytes
-        s.apply("b", &w(2, Some("1234"), None), 0); // 10 bytes
+        ap(&mut s, "a", &w(1, Some("1234"), None), 0); // 5 bytes
+        ap(&mut s, "b", &w(2, Some("1234"), None), 0); // 10 bytes
         assert_eq!(s.stats().bytes, 10);
-        s.apply("c", &w(3, Some("1"), None), 0); // 12 > 10: evict a
+        ap(&mut s, "c", &w(3, Some("1"), None), 0); // 12 > 10: evict a
         let st = s.stats();
         assert_eq!((st.items, st.bytes, st.evictions), (2, 7, 1));
-        s.apply("b", &w(4, Some("12"), None), 0); // overwrite shrinks
+        ap(&mut s, "b", &w(4, Some("12"), None), 0); // overwrite shrinks
         assert_eq!(s.stats().bytes, 5);
     }
 
     #[test]
     fn expired_never_served_and_swept() {
         let mut s = ShardStore::new(limits(10));
-        s.apply("a", &w(1, Some("x"), Some(100)), 0);
-        s.apply("b", &w(2, Some("y"), Some(100)), 0);
-        s.apply("c", &w(3, Some("z"), None), 0);
+        ap(&mut s, "a", &w(1, Some("x"), Some(100)), 0);
+        ap(&mut s, "b", &w(2, Some("y"), Some(100)), 0);
+        ap(&mut s, "c", &w(3, Some("z"), None), 0);
         assert!(s.get("a", 99).is_some());
         assert!(s.get("a", 100).is_none());
         assert_eq!(s.sweep(100), 1);
@@ -463,44 +560,96 @@ mod tests {
     #[test]
     fn expiry_leaves_a_tombstone_that_blocks_the_older_value() {
         let mut s = ShardStore::new(limits(10));
-        s.apply("a", &w(2, Some("new"), Some(100)), 0);
+        ap(&mut s, "a", &w(2, Some("new"), Some(100)), 0);
         assert!(s.get("a", 100).is_none());
         assert_eq!(s.stats().tombstones, 1);
         assert_eq!(
-            s.apply("a", &w(1, Some("old"), None), 100),
+            ap(&mut s, "a", &w(1, Some("old"), None), 100),
             ApplyOutcome::Stale
         );
-        s.apply("b", &w(2, Some("new"), Some(100)), 0);
+        ap(&mut s, "b", &w(2, Some("new"), Some(100)), 0);
         s.sweep(100);
         assert_eq!(
-            s.apply("b", &w(1, Some("old"), None), 100),
+            ap(&mut s, "b", &w(1, Some("old"), None), 100),
             ApplyOutcome::Stale
         );
     }
 
+    /// Room for `n` tombstones of two-byte keys.
+    fn budget(n: u64) -> ShardLimits {
+        ShardLimits {
+            tombstone_bytes: n * (2 + TOMBSTONE_OVERHEAD),
+            ..limits(100)
+        }
+    }
+
     #[test]
-    fn tombstones_are_bounded() {
-        let mut s = ShardStore::new(limits(3));
+    fn tombstones_have_their_own_budget_and_outlive_live_writes() {
+        let mut s = ShardStore::new(ShardLimits {
+            capacity_items: 2,
+            ..budget(3)
+        });
+        for i in 0..3u64 {
+            ap(&mut s, &format!("d{i}"), &w(i + 1, None, None), 0);
+        }
+        // Live writes past the item capacity evict live items, never tombstones.
         for i in 0..10u64 {
-            s.apply(&format!("k{i}"), &w(i + 1, None, None), 0);
+            ap(&mut s, &format!("l{i}"), &w(100 + i, Some("v"), None), 0);
         }
         let st = s.stats();
-        assert_eq!((st.tombstones, st.tombstones_evicted), (3, 7));
-        // The newest tombstones are the ones kept.
-        assert!(s.version_of("k9").is_some() && s.version_of("k0").is_none());
+        assert_eq!((st.tombstones, st.tombstone_bytes), (3, 3 * 50));
+        assert_eq!(st.tombstones_evicted, 0);
+        // A fourth delete within retention is refused and changes nothing.
+        ap(&mut s, "d9", &w(200, Some("live"), None), 0);
+        assert_eq!(
+            s.apply("d9", &w(201, None, None), 10),
+            Err(ApplyError::TombstonesFull)
+        );
+        assert_eq!(s.get("d9", 10).unwrap().value, Bytes::from_static(b"live"));
+        assert_eq!(s.stats().tombstones_refused, 1);
+        // Re-deleting a key that has a tombstone replaces it in place.
+        assert_eq!(
+            ap(&mut s, "d0", &w(300, None, None), 10),
+            ApplyOutcome::Applied
+        );
+        // Past the retention of the oldest, it makes room; the newer ones stay.
+        assert_eq!(
+            ap(&mut s, "d9", &w(201, None, None), 1_000),
+            ApplyOutcome::Applied
+        );
+        assert!(
+            s.version_of("d1").is_none(),
+            "the oldest past retention was purged"
+        );
+        assert!(s.version_of("d2").is_some() && s.version_of("d0").is_some());
+        assert_eq!(s.stats().tombstone_bytes, 3 * 50);
+    }
+
+    #[test]
+    fn an_expiry_that_finds_the_budget_full_drops_the_value_without_a_tombstone() {
+        let mut s = ShardStore::new(budget(1));
+        ap(&mut s, "d0", &w(1, None, None), 0);
+        ap(&mut s, "e0", &w(2, Some("x"), Some(5)), 0);
+        assert!(s.get("e0", 10).is_none());
+        let st = s.stats();
+        assert_eq!(
+            (st.tombstones, st.expirations, st.tombstones_evicted),
+            (1, 1, 1)
+        );
+        assert!(s.version_of("e0").is_none());
     }
 
     #[test]
     fn already_expired_write_acts_as_tombstone() {
         let mut s = ShardStore::new(limits(10));
-        s.apply("a", &w(1, Some("old"), None), 0);
+        ap(&mut s, "a", &w(1, Some("old"), None), 0);
         assert_eq!(
-            s.apply("a", &w(2, Some("x"), Some(5)), 10),
+            ap(&mut s, "a", &w(2, Some("x"), Some(5)), 10),
             ApplyOutcome::Applied
         );
         assert!(s.get("a", 10).is_none());
         assert_eq!(
-            s.apply("a", &w(1, Some("old"), None), 10),
+            ap(&mut s, "a", &w(1, Some("old"), None), 10),
             ApplyOutcome::Stale
         );
     }
@@ -508,27 +657,27 @@ mod tests {
     #[test]
     fn fill_mode_never_evicts_for_a_missing_key() {
         let mut s = ShardStore::new(limits(2));
-        s.apply("a", &w(1, Some("1"), None), 0);
-        s.apply("b", &w(2, Some("2"), None), 0);
+        ap(&mut s, "a", &w(1, Some("1"), None), 0);
+        ap(&mut s, "b", &w(2, Some("2"), None), 0);
         assert!(s.is_full());
         // A repair of a key it does not hold is refused...
         assert_eq!(
-            s.apply_mode("c", &w(3, Some("3"), None), ApplyMode::Fill, 0),
+            apm(&mut s, "c", &w(3, Some("3"), None), ApplyMode::Fill, 0),
             ApplyOutcome::Skipped
         );
         // ... but a newer version of a key it holds, and any tombstone, apply.
         assert_eq!(
-            s.apply_mode("a", &w(4, Some("x"), None), ApplyMode::Fill, 0),
+            apm(&mut s, "a", &w(4, Some("x"), None), ApplyMode::Fill, 0),
             ApplyOutcome::Applied
         );
         assert_eq!(
-            s.apply_mode("z", &w(5, None, None), ApplyMode::Fill, 0),
+            apm(&mut s, "z", &w(5, None, None), ApplyMode::Fill, 0),
             ApplyOutcome::Applied
         );
         assert_eq!(s.stats().evictions, 0);
         // A normal write evicts as usual.
         assert_eq!(
-            s.apply_mode("c", &w(6, Some("3"), None), ApplyMode::Normal, 0),
+            apm(&mut s, "c", &w(6, Some("3"), None), ApplyMode::Normal, 0),
             ApplyOutcome::Applied
         );
         assert_eq!(s.stats().evictions, 1);
@@ -537,7 +686,7 @@ mod tests {
     #[test]
     fn release_only_the_acknowledged_version() {
         let mut s = ShardStore::new(limits(10));
-        s.apply("a", &w(1, Some("1"), None), 0);
+        ap(&mut s, "a", &w(1, Some("1"), None), 0);
         assert!(!s.release("a", Version { hlc: 0, origin: 1 }));
         assert!(s.release("a", Version { hlc: 1, origin: 1 }));
         assert!(s.get("a", 0).is_none());
@@ -547,7 +696,7 @@ mod tests {
     #[test]
     fn hits_and_misses_counted() {
         let mut s = ShardStore::new(limits(10));
-        s.apply("a", &w(1, Some("x"), None), 0);
+        ap(&mut s, "a", &w(1, Some("x"), None), 0);
         s.get("a", 0);
         s.get("nope", 0);
         let st = s.stats();
@@ -588,9 +737,10 @@ mod merge_laws {
             capacity_items: 1_000,
             capacity_bytes: None,
             tombstone_retention_ms: 1_000_000,
+            tombstone_bytes: u64::MAX,
         });
         for (k, w) in writes {
-            s.apply(&k.to_string(), w, 0);
+            s.apply(&k.to_string(), w, 0).expect("applied");
         }
         (0u8..4)
             .map(|k| s.get(&k.to_string(), now).map(|st| (st.value, st.version)))

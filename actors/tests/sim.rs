@@ -41,6 +41,7 @@ fn config(id: &str, seeds: &[&str], seed: u64, limits: PeerLimits) -> NodeConfig
         capacity_bytes: None,
         max_value_bytes: 1 << 20,
         tombstone_retention: Duration::from_secs(3600),
+        tombstone_bytes: 64 << 20,
         sweep_interval: Duration::from_secs(1),
         seeds: seeds
             .iter()

@@ -66,10 +66,13 @@ impl IntoResponse for ApiError {
                     CacheError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "DRAINING"),
                     CacheError::Quorum { .. } => (StatusCode::SERVICE_UNAVAILABLE, "QUORUM_FAILED"),
                     CacheError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
+                    CacheError::TombstonesFull => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "TOMBSTONES_FULL")
+                    }
                     CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
                 };
                 let mut resp = json_error(status, code, &e.to_string());
-                if matches!(e, CacheError::Overloaded) {
+                if matches!(e, CacheError::Overloaded | CacheError::TombstonesFull) {
                     resp.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }

@@ -112,9 +112,21 @@ fn store_rows(st: &ShardStats) -> Vec<(&'static str, &'static str, &'static str,
         ),
         (
             "tombstones_evicted_total",
-            "Tombstones dropped (oldest first) because a shard held as many as its item capacity.",
+            "Expired values dropped without a tombstone because the tombstone budget was full (no tombstone is ever dropped before its retention).",
             "counter",
             st.tombstones_evicted,
+        ),
+        (
+            "tombstone_bytes",
+            "Bytes of tombstones held (key bytes plus 48 each), bounded by HYPERCACHE_TOMBSTONE_BYTES.",
+            "gauge",
+            st.tombstone_bytes,
+        ),
+        (
+            "tombstones_refused_total",
+            "Deletes refused (503 TOMBSTONES_FULL) because the tombstone budget was full of tombstones within their retention.",
+            "counter",
+            st.tombstones_refused,
         ),
         (
             "repair_fills_skipped_total",
