@@ -261,6 +261,9 @@ pub const UNSUPPORTED_SECURITY: &[&str] = &[
 /// stops start-up instead of being warned about, whatever its name.
 const SECURITY_WORDS: &[&str] = &["TLS", "OIDC", "AUTH", "TOKEN", "CERT", "SECRET", "PASSWORD"];
 
+/// How long the management and dist listeners get to stop at the end of a shutdown.
+pub const LISTENER_STOP: Duration = Duration::from_secs(5);
+
 /// The longest duration any setting takes: every deadline computed from a setting
 /// (`now + timeout`, sums of timeouts) stays far from overflowing.
 pub const MAX_CONFIG_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -623,12 +626,12 @@ impl Config {
             anti_entropy_max_keys: r.number("ANTI_ENTROPY_MAX_KEYS", 10_000, 1, usize::MAX)?,
             rebalance_batch: r.number("REBALANCE_BATCH", 500, 1, 100_000)?,
             rebalance_concurrency: r.number("REBALANCE_CONCURRENCY", 2, 1, 64)?,
-            drain_timeout: r.duration("DRAIN_TIMEOUT", ms(60_000), ms(1))?,
+            drain_timeout: r.duration("DRAIN_TIMEOUT", ms(15_000), ms(1))?,
             tombstone_retention,
             tombstone_bytes,
             sweep_interval: r.duration("SWEEP_INTERVAL", ms(1_000), ms(1))?,
             drain_linger: r.duration("DRAIN_LINGER", ms(2_000), Duration::ZERO)?,
-            shutdown_grace: r.duration("SHUTDOWN_GRACE", ms(30_000), Duration::ZERO)?,
+            shutdown_grace: r.duration("SHUTDOWN_GRACE", ms(5_000), Duration::ZERO)?,
             max_inflight: r.number("MAX_INFLIGHT", 1024, 1, 1 << 20)?,
             protected_mode: r.boolean("PROTECTED_MODE", true)?,
             peer_token,
@@ -642,6 +645,13 @@ impl Config {
             dist_buffer_bytes,
             max_members: r.number("MAX_MEMBERS", 1024, 1, 65_536)?,
         })
+    }
+
+    /// The longest a shutdown takes from the first signal to exit: drain, linger, the
+    /// client listener's grace, the other listeners' stop. With the defaults (15 s + 2 s
+    /// + 5 s + 5 s) it fits Kubernetes' default `terminationGracePeriodSeconds` of 30.
+    pub fn shutdown_budget(&self) -> Duration {
+        self.drain_timeout + self.drain_linger + self.shutdown_grace + LISTENER_STOP
     }
 
     /// Exit-2 error for the first security-relevant variable this version cannot honour

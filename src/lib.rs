@@ -13,7 +13,6 @@ use http::serve::serve;
 use http::{AppState, Guard, Listener};
 use hypercache_actors::metrics::Metrics;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -176,28 +175,49 @@ pub async fn run(config: Config) -> Result<(), RunError> {
             return Err(RunError::Actors("the supervision tree stopped unexpectedly".into()));
         }
     };
-    // A second signal exits at once.
+    // A second signal skips the waits (linger, grace) but never the key handoff, which
+    // is bounded by HYPERCACHE_DRAIN_TIMEOUT; a third exits at once.
+    let (hurry_tx, hurry) = watch::channel(false);
     tokio::spawn(async move {
         let s = signals.next().await;
-        tracing::warn!(signal = s, "second signal: exiting immediately");
+        tracing::warn!(signal = s, "second signal: skipping the waits; the key handoff still completes (a third signal exits at once)");
+        let _ = hurry_tx.send(true);
+        let s = signals.next().await;
+        tracing::warn!(signal = s, "third signal: exiting immediately");
         std::process::exit(130);
     });
-    tracing::info!(signal, "shutdown: draining");
+    tracing::info!(
+        signal,
+        budget = ?config.shutdown_budget(),
+        "shutdown: draining"
+    );
+    let hurried = || {
+        let mut h = hurry.clone();
+        async move {
+            let _ = h.wait_for(|h| *h).await;
+        }
+    };
 
-    // 1. Drain: health 503, writes 503 DRAINING, leave the ring.
+    // 1. Drain: health 503, writes 503 DRAINING, hand keys and hints over, leave the ring.
     if let Err(e) = node.drain().await {
         tracing::warn!(error = %e, "drain did not complete; continuing shutdown");
     }
     // Let load balancers see /health 503 while the listener still answers.
-    tokio::time::sleep(config.drain_linger).await;
+    tokio::select! {
+        _ = tokio::time::sleep(config.drain_linger) => {}
+        _ = hurried() => {}
+    }
 
     // 2. Stop the client listener; in-flight requests get up to the grace period.
     let _ = stop_client_tx.send(true);
-    match tokio::time::timeout(config.shutdown_grace, client).await {
-        Ok(_) => tracing::info!("client listener stopped"),
-        Err(_) => {
-            tracing::warn!(grace = ?config.shutdown_grace, "in-flight client requests outlived the grace period")
-        }
+    tokio::select! {
+        r = tokio::time::timeout(config.shutdown_grace, client) => match r {
+            Ok(_) => tracing::info!("client listener stopped"),
+            Err(_) => {
+                tracing::warn!(grace = ?config.shutdown_grace, "in-flight client requests outlived the grace period")
+            }
+        },
+        _ = hurried() => tracing::warn!("not waiting for in-flight client requests"),
     }
 
     // 3. Stop the supervision tree, then the management and dist listeners.
@@ -207,7 +227,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         let _ = mgmt_srv.await;
         let _ = dist_srv.await;
     };
-    if tokio::time::timeout(Duration::from_secs(5), rest)
+    if tokio::time::timeout(config::LISTENER_STOP, rest)
         .await
         .is_err()
     {

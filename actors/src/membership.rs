@@ -436,19 +436,10 @@ impl Actor for MembershipActor {
                 incarnation: m.incarnation,
             })
             .collect();
-        let left_before = previous
-            .iter()
-            .any(|m| m.id == args.node_id && m.state == WireState::Left);
         let published_version = args.publish.borrow().version;
-        // Our own previous entry is ours, not a rumour to refute: a drain stays a drain.
-        let others: Vec<MemberEntry> = previous
-            .into_iter()
-            .filter(|m| m.id != args.node_id)
-            .collect();
-        let actions = swim.merge(&others, Source::Gossip);
-        if left_before {
-            swim.leave();
-        }
+        // Everything published before, this node's own incarnation and leave included:
+        // a restart of this actor neither resets the incarnation nor forgets members.
+        let actions = swim.restore(&previous);
         swim.resume_changes(published_version);
         myself.send_interval(args.heartbeat, || MembershipMsg::Tick);
         let mut state = MembershipState {

@@ -240,6 +240,52 @@ impl Swim {
         v
     }
 
+    /// Takes back a member list this node published before its actor restarted: every
+    /// entry as it was (dead and left members included, which gossip alone would not
+    /// re-add), and this node's own incarnation and leave. Returns the timers the
+    /// entries need. Entries that fail the checks are skipped.
+    pub fn restore(&mut self, entries: &[MemberEntry]) -> Vec<Action> {
+        let mut out = Vec::new();
+        for e in entries {
+            if !valid_id(&e.id) || !valid_addr(&e.addr) || e.incarnation > MAX_INCARNATION {
+                continue;
+            }
+            if e.id == self.me.id {
+                self.me.incarnation = self.me.incarnation.max(e.incarnation);
+                if e.state == WireState::Left {
+                    self.leave();
+                }
+                continue;
+            }
+            if self.members.len() >= self.cfg.max_members {
+                continue;
+            }
+            self.members.insert(e.id.clone(), e.clone());
+            let timer = match e.state {
+                WireState::Alive => continue,
+                WireState::Suspect => (
+                    self.cfg.suspect_timeout,
+                    Timer::SuspectTimeout {
+                        id: e.id.clone(),
+                        incarnation: e.incarnation,
+                    },
+                ),
+                WireState::Dead | WireState::Left => (
+                    self.cfg.forget_after,
+                    Timer::Forget {
+                        id: e.id.clone(),
+                        incarnation: e.incarnation,
+                    },
+                ),
+            };
+            out.push(Action::Schedule {
+                after: timer.0,
+                timer: timer.1,
+            });
+        }
+        out
+    }
+
     /// Continues counting from `version` (after a restart of the owning actor).
     pub fn resume_changes(&mut self, version: u64) {
         self.changes = self.changes.max(version);
@@ -1157,5 +1203,26 @@ mod tests {
         s.merge(&many[..4], Source::Gossip);
         assert_eq!(s.entries().len(), 4);
         assert!(s.member("m3").is_none());
+    }
+
+    #[test]
+    fn a_restored_list_keeps_dead_members_and_this_nodes_incarnation() {
+        let mut before = node();
+        before.merge(&[entry("a", WireState::Dead, 2)], Source::Gossip);
+        before.merge(&[entry("me", WireState::Suspect, 0)], Source::Gossip);
+        assert_eq!(before.me().incarnation, 1);
+        let published = before.entries();
+        let mut after = node_named("me");
+        let timers = after.restore(&published);
+        assert_eq!(after.me().incarnation, 1, "no reset to 0");
+        assert_eq!(after.member("a").unwrap().state, WireState::Dead);
+        assert_eq!(after.entries(), published);
+        assert!(timers.iter().any(|t| matches!(
+            t,
+            Action::Schedule {
+                timer: Timer::Forget { id, .. },
+                ..
+            } if id == "a"
+        )));
     }
 }
