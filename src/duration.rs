@@ -77,7 +77,7 @@ fn parse_go(t: &str) -> Option<Duration> {
         if !frac.is_empty() {
             let digits = frac.len().min(18) as u32;
             let f: u128 = frac[..digits as usize].parse().ok()?;
-            nanos += f * scale / 10u128.pow(digits);
+            nanos = nanos.checked_add(f.checked_mul(scale)? / 10u128.pow(digits))?;
         }
         total_nanos = total_nanos.checked_add(nanos)?;
         rest = next;
@@ -123,6 +123,21 @@ mod tests {
         assert_eq!(parse_duration("1h0m0.5s"), Ok(ms(3_600_500)));
         assert_eq!(parse_duration("10us"), Ok(Duration::from_micros(10)));
         assert_eq!(parse_duration("0"), Ok(Duration::ZERO));
+    }
+
+    #[test]
+    fn huge_values_are_invalid_not_wrapped() {
+        // Found by the fuzzer: an integer part near u128::MAX plus a fraction.
+        let t = "340282366920938463463374607431768211.999us";
+        assert_eq!(parse_duration(t), Err(DurationError::Invalid));
+        assert_eq!(
+            parse_duration("99999999999999999999999999999999999999h"),
+            Err(DurationError::Invalid)
+        );
+        assert_eq!(
+            parse_duration("18446744073709551616s"),
+            Err(DurationError::Invalid)
+        );
     }
 
     #[test]
