@@ -44,12 +44,18 @@ pub enum DrainMsg {
     Drain(RpcReplyPort<DrainReport>),
     /// Whether the node is draining; answered with the flag.
     IsDraining(RpcReplyPort<bool>),
+    /// Test hook: panic, so the supervisor restarts the coordinator.
+    #[cfg(feature = "test-hooks")]
+    Crash,
 }
 
 /// Start-up arguments.
 pub struct DrainArgs {
     /// The published flag; kept across restarts so a drain stays one-way.
     pub flag: Arc<watch::Sender<bool>>,
+    /// The report once the drain finished; kept across restarts, so a coordinator
+    /// restarted during a drain still answers with the drain's report when it is done.
+    pub report: Arc<watch::Sender<Option<DrainReport>>>,
     pub membership: ActorSlot<MembershipMsg>,
     pub rebalancer: ActorSlot<RebalanceMsg>,
     pub hints: ActorSlot<HintMsg>,
@@ -60,15 +66,16 @@ pub struct DrainArgs {
     pub metrics: Arc<Metrics>,
 }
 
+/// Times the drain takes the hint queue (it stops early once the queue is empty).
+const HINT_ROUNDS: usize = 5;
+
 /// The coordinator actor; its state is its arguments (shared with the drain task).
 pub struct DrainCoordinator;
 
-/// State: the arguments (shared with the drain task), whether this instance runs or ran
-/// the drain, and its report once done (later callers wait for it).
+/// State: the arguments (shared with the drain task). Whether a drain ran and its
+/// report live in the arguments, outside the actor, so they survive its restarts.
 pub struct DrainState {
     args: Arc<DrainArgs>,
-    running: bool,
-    done: watch::Sender<Option<DrainReport>>,
 }
 
 /// The answer to a drain request that did not start the drain.
@@ -100,8 +107,6 @@ impl Actor for DrainCoordinator {
     ) -> Result<DrainState, ActorProcessingErr> {
         Ok(DrainState {
             args: Arc::new(args),
-            running: false,
-            done: watch::channel(None).0,
         })
     }
 
@@ -114,14 +119,11 @@ impl Actor for DrainCoordinator {
         match msg {
             DrainMsg::Drain(reply) => {
                 if *st.args.flag.borrow() {
-                    if !st.running {
-                        // Drained by an earlier instance of this actor: nothing to wait for.
-                        let _ = reply.send(not_started(None));
-                        return Ok(());
-                    }
-                    // A drain is running or done: answer with its report once there is one,
-                    // so a SIGTERM during a `POST /dist/drain` waits for the handoff.
-                    let mut rx = st.done.subscribe();
+                    // A drain is running or done (this instance or one before a restart:
+                    // the drain task outlives the actor): answer with its report once
+                    // there is one, so a SIGTERM during a `POST /dist/drain` waits for
+                    // the handoff.
+                    let mut rx = st.args.report.subscribe();
                     tokio::spawn(async move {
                         let r = rx
                             .wait_for(Option::is_some)
@@ -132,22 +134,22 @@ impl Actor for DrainCoordinator {
                     });
                     return Ok(());
                 }
-                st.running = true;
                 st.args.flag.send_replace(true);
                 Metrics::inc(&st.args.metrics.drains_total);
                 st.args.metrics.draining.store(1, Ordering::Relaxed);
                 tracing::info!("drain started: health 503, writes 503 DRAINING");
                 let args = st.args.clone();
-                let done = st.done.clone();
                 tokio::spawn(async move {
                     let report = drain(&args).await;
-                    done.send_replace(Some(report.clone()));
+                    args.report.send_replace(Some(report.clone()));
                     let _ = reply.send(report);
                 });
             }
             DrainMsg::IsDraining(reply) => {
                 let _ = reply.send(*st.args.flag.borrow());
             }
+            #[cfg(feature = "test-hooks")]
+            DrainMsg::Crash => panic!("test hook: drain coordinator crashed on purpose"),
         }
         Ok(())
     }
@@ -173,15 +175,25 @@ async fn drain(a: &DrainArgs) -> DrainReport {
     if !handoff_complete {
         tracing::warn!(timeout = ?a.drain_timeout, "key handoff did not finish; anti-entropy will repair what is missing");
     }
-    // Hand queued hints to their targets, or to a live peer that queues them.
-    let hints: Vec<(String, KeyedWrite)> = match a.hints.get() {
-        Some(h) => match h.call(HintMsg::TakeAll, Some(Duration::from_secs(5))).await {
-            Ok(ractor::rpc::CallResult::Success(v)) => v,
-            _ => Vec::new(),
-        },
-        None => Vec::new(),
-    };
-    let (handed, lost) = hand_off_hints(a, hints).await;
+    // Hand queued hints to their targets, or to a live peer that queues them. Calls
+    // still in flight when the handoff starts can fail and queue more hints: take the
+    // queue again until a round finds it empty (a bounded number of rounds).
+    let (mut handed, mut lost) = (0, 0);
+    for _ in 0..HINT_ROUNDS {
+        let hints: Vec<(String, KeyedWrite)> = match a.hints.get() {
+            Some(h) => match h.call(HintMsg::TakeAll, Some(Duration::from_secs(5))).await {
+                Ok(ractor::rpc::CallResult::Success(v)) => v,
+                _ => Vec::new(),
+            },
+            None => Vec::new(),
+        };
+        if hints.is_empty() {
+            break;
+        }
+        let (h, l) = hand_off_hints(a, hints).await;
+        handed += h;
+        lost += l;
+    }
     a.metrics
         .drain_hints_handed_off_total
         .fetch_add(handed, Ordering::Relaxed);

@@ -201,6 +201,9 @@ pub enum MembershipMsg {
     Heartbeat(RpcReplyPort<HeartbeatInfo>),
     /// This node is leaving (drain); answered once peers were told (or tried).
     Leave(RpcReplyPort<()>),
+    /// Test hook: panic, so the supervisor restarts the actor.
+    #[cfg(feature = "test-hooks")]
+    Crash,
 }
 
 /// Start-up arguments.
@@ -492,6 +495,8 @@ impl Actor for MembershipActor {
                 let _ = reply.send(state.heartbeat());
                 Vec::new()
             }
+            #[cfg(feature = "test-hooks")]
+            MembershipMsg::Crash => panic!("test hook: membership actor crashed on purpose"),
             MembershipMsg::Leave(reply) => {
                 state.swim.leave();
                 state.publish_if_changed();

@@ -105,6 +105,7 @@ pub async fn start_with(
         slots: slots.clone(),
         view: Arc::new(view_tx),
         draining: Arc::new(drain_tx),
+        drain_report: Arc::new(watch::channel(None).0),
         wire: wire.clone(),
         peer_table,
         peers: peers.clone(),
@@ -268,6 +269,17 @@ impl NodeHandle {
     /// The link-fault rules in force.
     pub fn faults(&self) -> crate::transport::FaultRules {
         self.faults.get()
+    }
+
+    /// Test-only: makes the `membership` or `drain` actor panic (the supervisor restarts
+    /// it). False when there is no such actor.
+    #[cfg(feature = "test-hooks")]
+    pub fn crash_actor(&self, which: &str) -> bool {
+        match which {
+            "membership" => self.membership.cast(MembershipMsg::Crash),
+            "drain" => self.drain.cast(DrainMsg::Crash),
+            _ => false,
+        }
     }
 
     /// Test-only: makes the shard holding `key` panic. Returns its index.

@@ -23,7 +23,7 @@
 
 use crate::anti_entropy::{AeArgs, AeContext, AeMsg, AntiEntropyActor};
 use crate::config::NodeConfig;
-use crate::drain::{DrainArgs, DrainCoordinator, DrainMsg};
+use crate::drain::{DrainArgs, DrainCoordinator, DrainMsg, DrainReport};
 use crate::hint_queue::{HintArgs, HintMsg, HintQueueActor};
 use crate::membership::{ClusterView, MembershipActor, MembershipArgs, MembershipMsg};
 use crate::metrics::Metrics;
@@ -85,6 +85,8 @@ pub struct RootArgs {
     pub slots: Slots,
     pub view: Arc<watch::Sender<Arc<ClusterView>>>,
     pub draining: Arc<watch::Sender<bool>>,
+    /// The drain's report once it finished; kept across restarts of the coordinator.
+    pub drain_report: Arc<watch::Sender<Option<DrainReport>>>,
     pub wire: Wire,
     pub peer_table: PeerTable,
     pub peers: PeerClient,
@@ -221,6 +223,7 @@ impl RootState {
             Child::Drain => {
                 let args = DrainArgs {
                     flag: a.draining.clone(),
+                    report: a.drain_report.clone(),
                     membership: a.slots.membership.clone(),
                     rebalancer: a.slots.rebalancer.clone(),
                     hints: a.slots.hints.clone(),

@@ -13,7 +13,11 @@
 
 use hypercache_actors::hints::HintLimits;
 use hypercache_actors::metrics::Metrics;
+use hypercache_actors::proto::{
+    encode, Batch, Call, Envelope, MemberEntry, Ping, WireState, PROTOCOL_VERSION,
+};
 use hypercache_actors::quorum::Consistency;
+use hypercache_actors::service::Route;
 use hypercache_actors::sim::SimNet;
 use hypercache_actors::swim::{SeedPeer, SwimConfig};
 use hypercache_actors::transport::Faults;
@@ -690,4 +694,89 @@ async fn an_out_of_range_ttl_is_refused_and_changes_nothing() {
     assert!(matches!(r, Err(CacheError::BadRequest(_))), "{r:?}");
     assert_eq!(n.dist().read_local("k").await.unwrap(), None);
     sim.stop().await;
+}
+
+/// The membership actor and the drain coordinator keep their state across restarts: a
+/// restarted membership actor neither resets its incarnation nor forgets dead members,
+/// and a drain coordinator restarted during a drain answers a later drain request with
+/// that drain's report once it is done (not at once, as if it had finished).
+#[tokio::test(start_paused = true)]
+async fn membership_and_drain_survive_restarts_of_their_actors() {
+    for seed in seeds(800) {
+        let mut sim = Sim::start(seed, 3, default_limits()).await;
+        sim.write_many(50, 25).await;
+        // node-1 hears it is suspected and refutes, so its incarnation is above 0.
+        let rumour = Envelope {
+            v: PROTOCOL_VERSION,
+            from: "node-2".into(),
+            from_addr: addr("node-2"),
+            hlc: 0,
+            now_ms: None,
+            body: Batch {
+                calls: vec![Call::Ping(Ping {
+                    seq: 0,
+                    members: vec![MemberEntry {
+                        id: "node-1".into(),
+                        addr: addr("node-1"),
+                        state: WireState::Suspect,
+                        incarnation: 0,
+                    }],
+                })],
+            },
+        };
+        sim.node("node-1")
+            .dist()
+            .handle(Route::Probe, &encode(&rumour))
+            .await
+            .unwrap();
+        sim.crash("node-3").await;
+        sim.wait_for("node-3 dead on node-1", Duration::from_secs(30), |s| {
+            s.node("node-1")
+                .view()
+                .members
+                .iter()
+                .any(|m| m.id == "node-3" && m.state == WireState::Dead)
+        })
+        .await;
+        let before = sim.node("node-1").members().await.unwrap();
+        let inc = sim.node("node-1").heartbeat().await.unwrap().incarnation;
+        assert!(inc >= 1, "seed {seed}: node-1 refuted the rumour");
+        assert!(sim.node("node-1").crash_actor("membership"));
+        sim.wait_for("membership restarted", Duration::from_secs(10), |s| {
+            s.nodes["node-1"].metrics.actor_restarts_total.load(Relaxed) >= 1
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let after = sim.node("node-1").members().await.unwrap();
+        assert_eq!(
+            sim.node("node-1").heartbeat().await.unwrap().incarnation,
+            inc,
+            "seed {seed}"
+        );
+        let dead = |m: &[hypercache_actors::membership::MemberInfo]| {
+            m.iter()
+                .any(|x| x.id == "node-3" && x.state == WireState::Dead)
+        };
+        assert!(dead(&before) && dead(&after), "seed {seed}: {after:?}");
+
+        // A drain whose coordinator crashes right after it started.
+        let h = sim.node("node-2").clone();
+        let first = tokio::spawn(async move { h.drain().await });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(sim.node("node-2").crash_actor("drain"));
+        sim.wait_for(
+            "drain coordinator restarted",
+            Duration::from_secs(10),
+            |s| s.nodes["node-2"].metrics.actor_restarts_total.load(Relaxed) >= 1,
+        )
+        .await;
+        let again = sim.node("node-2").drain().await.unwrap();
+        assert!(!again.started && again.draining, "seed {seed}: {again:?}");
+        assert!(
+            again.handoff_complete,
+            "seed {seed}: answered before the drain finished: {again:?}"
+        );
+        let _ = first.await;
+        sim.stop().await;
+    }
 }
