@@ -29,7 +29,7 @@ use crate::proto::{Ack, MemberEntry, Ping, PingReq, WireState};
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::SeedableRng;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 /// Timings of the protocol.
@@ -438,8 +438,11 @@ impl Swim {
             id: &ack.me.id,
             addr,
         };
-        let mut actions = self.merge(std::slice::from_ref(&ack.me), source);
-        actions.extend(self.merge(&ack.members, source));
+        // One message: the step bound covers the acker's own entry and its list together.
+        let mut all = Vec::with_capacity(ack.members.len() + 1);
+        all.push(ack.me.clone());
+        all.extend(ack.members.iter().cloned());
+        let actions = self.merge(&all, source);
         if let Some(p) = self.probe.as_mut() {
             if ack.seq != 0 && p.seq == ack.seq && !p.acked && p.target == ack.me.id {
                 p.acked = true;
@@ -601,8 +604,23 @@ impl Swim {
             self.stats.refused += entries.len() as u64;
             return out;
         }
+        let mut start: HashMap<&str, Option<u64>> = HashMap::new();
         for e in entries {
             if !valid_id(&e.id) || !valid_addr(&e.addr) || e.incarnation > MAX_INCARNATION {
+                self.stats.refused += 1;
+                continue;
+            }
+            // The step is bounded per message: against what was known before it, so
+            // repeated entries of one member cannot climb step by step.
+            let known = if e.id == self.me.id {
+                Some(self.me.incarnation)
+            } else {
+                self.members.get(&e.id).map(|m| m.incarnation)
+            };
+            let ceiling = *start
+                .entry(e.id.as_str())
+                .or_insert_with(|| known.map(|i| i.saturating_add(MAX_INCARNATION_STEP)));
+            if ceiling.is_some_and(|c| e.incarnation > c) {
                 self.stats.refused += 1;
                 continue;
             }
@@ -650,10 +668,6 @@ impl Swim {
             }
             return Some(e.clone());
         };
-        if e.incarnation > old.incarnation.saturating_add(MAX_INCARNATION_STEP) {
-            self.stats.refused += 1;
-            return None;
-        }
         if e.addr == old.addr {
             return overrides(e, old).then(|| e.clone());
         }
@@ -675,10 +689,6 @@ impl Swim {
     }
 
     fn merge_about_me(&mut self, e: &MemberEntry) {
-        if e.incarnation > self.me.incarnation.saturating_add(MAX_INCARNATION_STEP) {
-            self.stats.refused += 1;
-            return;
-        }
         if self.leaving {
             // Keep saying we left, at an incarnation nobody can override with an older one.
             if e.incarnation > self.me.incarnation {
@@ -1224,5 +1234,20 @@ mod tests {
                 ..
             } if id == "a"
         )));
+    }
+
+    #[test]
+    fn the_incarnation_step_is_per_message() {
+        let mut s = node();
+        let climb: Vec<MemberEntry> = (1..=4)
+            .map(|k| entry("a", WireState::Alive, k * MAX_INCARNATION_STEP))
+            .collect();
+        s.merge(&climb, Source::Gossip);
+        assert_eq!(s.member("a").unwrap().incarnation, MAX_INCARNATION_STEP);
+        let me: Vec<MemberEntry> = (1..=4)
+            .map(|k| entry("me", WireState::Suspect, k * MAX_INCARNATION_STEP - 1))
+            .collect();
+        s.merge(&me, Source::Gossip);
+        assert_eq!(s.me().incarnation, MAX_INCARNATION_STEP);
     }
 }
