@@ -286,6 +286,15 @@ impl Reader<'_> {
         }
     }
 
+    /// The error for setting `name`: its full variable name, its value as set (empty
+    /// when the default was in force) and what was expected.
+    fn invalid(&self, name: &str, expected: &str) -> ConfigError {
+        let (var, v) = self
+            .raw(name)
+            .unwrap_or_else(|| (format!("{PREFIX}{name}"), String::new()));
+        Self::err(&var, &v, expected)
+    }
+
     fn string(&self, name: &str, default: &str) -> String {
         self.raw(name)
             .map(|(_, v)| v)
@@ -473,27 +482,22 @@ impl Config {
         let capacity = r.number("CAPACITY", 100_000, 1, usize::MAX)?;
         let shards = r.number("SHARDS", 16, 1, 1024)?;
         if capacity < shards {
-            let (var, v) = r.raw("CAPACITY").unwrap_or_default();
-            return Err(Reader::err(
-                &var,
-                &v,
+            return Err(r.invalid(
+                "CAPACITY",
                 &format!("at least HYPERCACHE_SHARDS ({shards}) items"),
             ));
         }
         let capacity_bytes = r.size("CAPACITY_BYTES", None)?;
         let max_value_bytes = r.size("MAX_VALUE_BYTES", Some(4 << 20))?.unwrap_or(4 << 20);
         if max_value_bytes > 32 << 20 {
-            let (var, v) = r.raw("MAX_VALUE_BYTES").unwrap_or_default();
-            return Err(Reader::err(
-                &var,
-                &v,
+            return Err(r.invalid(
+                "MAX_VALUE_BYTES",
                 "at most 32MiB (a value travels between nodes in one request)",
             ));
         }
         if let Some(cb) = capacity_bytes {
             if cb / (shards as u64) < max_value_bytes + 1024 {
-                let (var, v) = r.raw("CAPACITY_BYTES").unwrap_or_default();
-                return Err(Reader::err(&var, &v, &format!(
+                return Err(r.invalid("CAPACITY_BYTES", &format!(
                     "room for one largest item per shard: at least {} bytes ({shards} shards x (HYPERCACHE_MAX_VALUE_BYTES + 1 KiB key))",
                     (shards as u64) * (max_value_bytes + 1024)
                 )));
@@ -503,12 +507,7 @@ impl Config {
             .size("PEER_BATCH_BYTES", Some(4 << 20))?
             .unwrap_or(4 << 20);
         if peer_batch_bytes > 32 << 20 {
-            let (var, v) = r.raw("PEER_BATCH_BYTES").unwrap_or_default();
-            return Err(Reader::err(
-                &var,
-                &v,
-                "at most 32MiB (a batch travels in one dist request, whose body is capped at 64MiB)",
-            ));
+            return Err(r.invalid("PEER_BATCH_BYTES", "at most 32MiB (a batch travels in one dist request, whose body is capped at 64MiB)"));
         }
         let auth_token = r
             .raw("AUTH_TOKEN")
@@ -523,10 +522,8 @@ impl Config {
             .size("CLIENT_BUFFER_BYTES", Some(256 << 20))?
             .unwrap_or(256 << 20);
         if client_buffer_bytes < max_value_bytes || client_buffer_bytes > u32::MAX as u64 {
-            let (var, v) = r.raw("CLIENT_BUFFER_BYTES").unwrap_or_default();
-            return Err(Reader::err(
-                &var,
-                &v,
+            return Err(r.invalid(
+                "CLIENT_BUFFER_BYTES",
                 "at least HYPERCACHE_MAX_VALUE_BYTES (one largest value must fit) and below 4GiB",
             ));
         }
@@ -534,28 +531,20 @@ impl Config {
             .size("DIST_BUFFER_BYTES", Some(256 << 20))?
             .unwrap_or(256 << 20);
         if dist_buffer_bytes < MAX_DIST_BODY as u64 || dist_buffer_bytes > u32::MAX as u64 {
-            let (var, v) = r.raw("DIST_BUFFER_BYTES").unwrap_or_default();
-            return Err(Reader::err(
-                &var,
-                &v,
+            return Err(r.invalid(
+                "DIST_BUFFER_BYTES",
                 "at least 64MiB (one largest peer request must fit) and below 4GiB",
             ));
         }
         let log_level = r.string("LOG_LEVEL", "info").to_ascii_lowercase();
         if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
-            let (var, v) = r.raw("LOG_LEVEL").unwrap_or_default();
-            return Err(Reader::err(
-                &var,
-                &v,
-                "one of debug, info, warn, error (or trace)",
-            ));
+            return Err(r.invalid("LOG_LEVEL", "one of debug, info, warn, error (or trace)"));
         }
         let log_format = match r.string("LOG_FORMAT", "text").to_ascii_lowercase().as_str() {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             _ => {
-                let (var, v) = r.raw("LOG_FORMAT").unwrap_or_default();
-                return Err(Reader::err(&var, &v, "text or json"));
+                return Err(r.invalid("LOG_FORMAT", "text or json"));
             }
         };
         let ms = Duration::from_millis;
@@ -578,12 +567,7 @@ impl Config {
             .unwrap_or(64 << 20);
         let one_per_shard = shards as u64 * (MAX_KEY_BYTES as u64 + TOMBSTONE_OVERHEAD);
         if tombstone_bytes < one_per_shard {
-            let (var, v) = r.raw("TOMBSTONE_BYTES").unwrap_or_default();
-            return Err(Reader::err(
-                &var,
-                &v,
-                &format!("room for one tombstone of the longest key per shard: at least {one_per_shard} bytes"),
-            ));
+            return Err(r.invalid("TOMBSTONE_BYTES", &format!("room for one tombstone of the longest key per shard: at least {one_per_shard} bytes")));
         }
         Ok(Config {
             node_id,
