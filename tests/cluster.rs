@@ -323,15 +323,8 @@ async fn bad_input_on_the_dist_listener_changes_nothing() {
         .unwrap();
     let s = r.status().as_u16();
     assert_error(s, &r.text().await.unwrap(), 400, "BAD_REQUEST");
-    let r = raw
-        .post(&url)
-        .bearer_auth(TOKEN)
-        .body(bytes)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let reply: serde_json::Value = rmp_serde::from_slice(&r.bytes().await.unwrap()).unwrap();
+    let (status, reply) = post_dist(n, "/dist/v2/batch", bytes).await;
+    assert_eq!(status, 200);
     assert_eq!(
         reply["body"]["results"][0]["Err"]["code"], "BAD_REQUEST",
         "{reply}"
@@ -371,18 +364,9 @@ async fn ping_req_reaches_only_known_members() {
                 "target_addr": bait_addr, "members": []}}]}});
         rmp_serde::to_vec_named(&env).unwrap()
     };
-    let raw = reqwest::Client::new();
-    let url = c.node(1).dist_url("/dist/v2/batch");
     for (target, acked) in [("nobody", false), ("node-2", true)] {
-        let r = raw
-            .post(&url)
-            .bearer_auth(TOKEN)
-            .body(ping_req(target))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let reply: serde_json::Value = rmp_serde::from_slice(&r.bytes().await.unwrap()).unwrap();
+        let (status, reply) = post_dist(c.node(1), "/dist/v2/batch", ping_req(target)).await;
+        assert_eq!(status, 200);
         assert_eq!(
             reply["body"]["results"][0]["Ok"]["PingReq"]["acked"], acked,
             "{target}: {reply}"
