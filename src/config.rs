@@ -124,6 +124,8 @@ pub struct Config {
     pub anti_entropy_max_keys: usize,
     #[serde(with = "ms")]
     pub rebalance_interval: Duration,
+    #[serde(with = "ms")]
+    pub ownership_sweep_interval: Duration,
     pub rebalance_batch: usize,
     pub rebalance_concurrency: usize,
     #[serde(with = "ms")]
@@ -140,6 +142,7 @@ pub struct Config {
     pub max_inflight: usize,
     /// With no token for a listener, refuse its protected routes to non-loopback peers.
     pub protected_mode: bool,
+    pub sloppy_quorum: bool,
     /// What the dist listener accepts and what peers send (defaults to the auth token).
     #[serde(serialize_with = "redact")]
     pub peer_token: Option<String>,
@@ -241,6 +244,8 @@ pub const KNOWN: &[&str] = &[
     "DIST_BUFFER_BYTES",
     "MAX_MEMBERS",
     "TOMBSTONE_BYTES",
+    "SLOPPY_QUORUM",
+    "OWNERSHIP_SWEEP_INTERVAL",
 ];
 
 /// Settings of the Go server that configure security (client TLS and mTLS, scoped tokens,
@@ -602,6 +607,11 @@ impl Config {
             hint_ttl,
             hint_replay: r.duration("HINT_REPLAY", ms(200), ms(1))?,
             rebalance_interval: r.duration("REBALANCE_INTERVAL", ms(250), ms(1))?,
+            ownership_sweep_interval: r.duration(
+                "OWNERSHIP_SWEEP_INTERVAL",
+                ms(60_000),
+                ms(100),
+            )?,
             hint_max_per_peer: r.number("HINT_MAX_PER_PEER", 100_000, 1, usize::MAX)?,
             hint_max_bytes: r
                 .size("HINT_MAX_BYTES", Some(64 << 20))?
@@ -618,6 +628,7 @@ impl Config {
             shutdown_grace: r.duration("SHUTDOWN_GRACE", ms(5_000), Duration::ZERO)?,
             max_inflight: r.number("MAX_INFLIGHT", 1024, 1, 1 << 20)?,
             protected_mode: r.boolean("PROTECTED_MODE", true)?,
+            sloppy_quorum: r.boolean("SLOPPY_QUORUM", false)?,
             peer_token,
             header_read_timeout: r.duration("HEADER_READ_TIMEOUT", ms(10_000), ms(100))?,
             body_read_timeout: r.duration("BODY_READ_TIMEOUT", ms(30_000), ms(100))?,
@@ -717,6 +728,7 @@ impl Config {
                 pipeline: self.peer_pipeline,
             },
             read_hedge: self.read_hedge,
+            sloppy_quorum: self.sloppy_quorum,
             rng_seed: None,
             write_consistency: self.write_consistency,
             read_consistency: self.read_consistency,
@@ -729,6 +741,7 @@ impl Config {
             anti_entropy_interval: self.anti_entropy_interval,
             anti_entropy_max_keys: self.anti_entropy_max_keys,
             rebalance_interval: self.rebalance_interval,
+            ownership_sweep: self.ownership_sweep_interval,
             rebalance_batch: self.rebalance_batch,
             rebalance_concurrency: self.rebalance_concurrency,
             drain_timeout: self.drain_timeout,

@@ -111,7 +111,12 @@ pub async fn run_round(ctx: AeContext) -> RoundReport {
             o.contains(&ctx.me).then_some((k, v, o))
         })
         .collect();
-    for peer in view.ring.nodes().iter().filter(|p| **p != ctx.me) {
+    for peer in view
+        .ring
+        .nodes()
+        .iter()
+        .filter(|p| **p != ctx.me && view.is_live(p))
+    {
         report.peers += 1;
         let shared: Vec<(Key, Version)> = mine
             .iter()

@@ -69,10 +69,17 @@ pub struct NodeConfig {
     pub anti_entropy_interval: Duration,
     pub anti_entropy_max_keys: usize,
     pub rebalance_interval: Duration,
+    /// How often the rebalancer looks for copies this node holds but does not own.
+    pub ownership_sweep: Duration,
     pub rebalance_batch: usize,
     pub rebalance_concurrency: usize,
     /// How long a drain waits for the key handoff.
     pub drain_timeout: Duration,
+    /// Availability first: a key's owners are taken from the ring of reachable members,
+    /// so stand-ins replace dead owners and their acknowledgements count. Off (the
+    /// default): owners come from every member that has not left, and only those home
+    /// owners' acknowledgements count (docs/architecture.md, "Quorums").
+    pub sloppy_quorum: bool,
     /// Seed of the node's random choices (SWIM probe order); `None` draws one. The
     /// cluster simulator sets it so a run replays.
     pub rng_seed: Option<u64>,

@@ -11,7 +11,7 @@
 
 use crate::config::NodeConfig;
 use crate::error::{CacheError, OwnerFailure};
-use crate::hlc::Hlc;
+use crate::hlc::{Hlc, MAX_DRIFT_MS};
 use crate::membership::{ClusterView, MemberState};
 use crate::metrics::Metrics;
 use crate::peer::PeerClient;
@@ -27,7 +27,7 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// What a coordinated write reports back.
@@ -51,7 +51,13 @@ pub struct Coordinator {
     pub(crate) view: watch::Receiver<Arc<ClusterView>>,
     pub(crate) draining: watch::Receiver<bool>,
     pub(crate) repair: ActorSlot<RepairMsg>,
+    /// When the node started (the clock gate lifts by itself [`MAX_DRIFT_MS`] later).
+    pub(crate) started: Instant,
 }
+
+/// How long a client write waits for the clock merge with a peer after start before it
+/// is refused with 503 `CLOCK_NOT_SYNCED`.
+pub const CLOCK_SYNC_WAIT: Duration = Duration::from_secs(2);
 
 /// Times a write is stamped again after owners answered that they hold a newer version.
 pub const MAX_RESTAMPS: usize = 2;
@@ -157,8 +163,87 @@ impl Coordinator {
         self.config.replication.min(known).max(1)
     }
 
-    /// Sends a write to every owner at once (this node included when it is one) and
-    /// answers once the level's acks are in.
+    /// Waits (at most [`CLOCK_SYNC_WAIT`]) until this node's clock has merged a peer's
+    /// stamp since start, so that its versions are not below ones its peers already
+    /// hold. A node without peers, or one that started more than [`MAX_DRIFT_MS`] ago,
+    /// does not wait.
+    async fn clock_ready(&self) -> Result<(), CacheError> {
+        if self.hlc.is_synced() {
+            return Ok(());
+        }
+        let max = Duration::from_millis(MAX_DRIFT_MS);
+        let since = self.started.elapsed();
+        if since >= max {
+            self.hlc.mark_synced();
+            return Ok(());
+        }
+        Metrics::inc(&self.metrics.clock_sync_waits_total);
+        tokio::time::timeout(CLOCK_SYNC_WAIT.min(max - since), self.hlc.wait_synced())
+            .await
+            .map_err(|_| CacheError::ClockNotSynced)
+    }
+
+    /// The failure that refuses a write before anything is sent, if there is one: fewer
+    /// reachable home owners than `needed`, or (strict quorums, `quorum` and `all`) a
+    /// node that has seen only a minority of the cluster for half the dead timeout, after
+    /// which the majority may have taken its keys over.
+    fn refusal(
+        &self,
+        view: &ClusterView,
+        owners: &[String],
+        live: &[String],
+        needed: usize,
+        level: Consistency,
+    ) -> Option<CacheError> {
+        let mut failures: Vec<OwnerFailure> = owners
+            .iter()
+            .filter(|o| !live.contains(o))
+            .map(|o| OwnerFailure {
+                owner: o.clone(),
+                error: "declared dead by this node's failure detector".into(),
+            })
+            .collect();
+        if needed > owners.len() {
+            failures.push(OwnerFailure {
+                owner: "ring".into(),
+                error: format!("only {} owners are in the ring", owners.len()),
+            });
+        }
+        if needed > live.len() {
+            return Some(CacheError::Unreachable {
+                needed,
+                reachable: live.len(),
+                failures,
+            });
+        }
+        let fence = self.config.swim.forget_after / 2;
+        let fenced = !self.config.sloppy_quorum
+            && level != Consistency::One
+            && view.minority_since.is_some_and(|t| t.elapsed() >= fence);
+        fenced.then(|| CacheError::Unreachable {
+            needed,
+            reachable: live.len(),
+            failures: vec![OwnerFailure {
+                owner: "cluster".into(),
+                error: format!(
+                    "this node has seen at most half of the members for over {fence:?} (half of HYPERCACHE_DEAD_TIMEOUT); the majority may have taken over its keys"
+                ),
+            }],
+        })
+    }
+
+    /// The owners of `owners` this node believes reachable (itself included).
+    fn live_owners(&self, view: &ClusterView, owners: &[String]) -> Vec<String> {
+        owners
+            .iter()
+            .filter(|o| *o == self.me() || view.is_live(o))
+            .cloned()
+            .collect()
+    }
+
+    /// Sends a write to every reachable home owner at once (this node included when it is
+    /// one) and answers once the level's acks are in. Home owners declared dead get the
+    /// write as a hint; it never counts towards the level.
     ///
     /// An owner that already holds a newer version answers `Stale`: that is not an ack,
     /// since the write would not be what a later read returns. When stale answers keep
@@ -174,22 +259,58 @@ impl Coordinator {
         now: u64,
         level: Option<Consistency>,
     ) -> Result<WriteAck, CacheError> {
+        self.clock_ready().await?;
         let view = self.view.borrow().clone();
         let owners = self.owners_for(&view, key);
+        let live = self.live_owners(&view, &owners);
         let level = level.unwrap_or(self.config.write_consistency);
         let needed = level.required(self.replicas(&view));
-        if needed > owners.len() {
+        if let Some(refused) = self.refusal(&view, &owners, &live, needed, level) {
             // Refused before anything is sent: no owner gets a write that cannot succeed.
+            Metrics::inc(&self.metrics.writes_refused_unreachable_total);
             Metrics::inc(&self.metrics.quorum_failures_total);
-            return Err(CacheError::Quorum {
-                needed,
-                got: 0,
-                failures: vec![OwnerFailure {
-                    owner: "ring".into(),
-                    error: format!("only {} owners are in the ring", owners.len()),
-                }],
-            });
+            return Err(refused);
         }
+        let result = self
+            .write_to(key, &live, needed, value.clone(), expires_at_ms, now)
+            .await;
+        // Home owners declared dead get the final version once they are back.
+        let version = match &result {
+            Ok(v) => Some(*v),
+            Err((_, v)) => *v,
+        };
+        if let Some(version) = version {
+            for owner in owners.iter().filter(|o| !live.contains(o)) {
+                self.peers.hint(
+                    owner,
+                    KeyedWrite {
+                        key: key.to_owned(),
+                        write: Write {
+                            version,
+                            value: value.clone(),
+                            expires_at_ms,
+                        },
+                    },
+                );
+            }
+        }
+        match result {
+            Ok(version) => Ok(WriteAck { owners, version }),
+            Err((e, _)) => Err(e),
+        }
+    }
+
+    /// The send-and-restamp loop of [`Self::write`] over the reachable owners `live`:
+    /// the acknowledged version, or the error with the last version sent.
+    async fn write_to(
+        &self,
+        key: &str,
+        owners: &[String],
+        needed: usize,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+        now: u64,
+    ) -> Result<Version, (CacheError, Option<Version>)> {
         let origin = crate::types::origin_of(self.me());
         let mut version = Version {
             hlc: self.hlc.now(now),
@@ -207,7 +328,7 @@ impl Coordinator {
                 .map(|o| self.replicate_to(o, key, write.clone()))
                 .collect();
             let failure = match self.collect_by(needed, answers, acknowledges).await {
-                Ok(_) => return Ok(WriteAck { owners, version }),
+                Ok(_) => return Ok(version),
                 Err(e) => e,
             };
             let stale: Vec<String> = match &failure {
@@ -223,20 +344,21 @@ impl Coordinator {
             }
             if stale.is_empty() || attempt == MAX_RESTAMPS {
                 Metrics::inc(&self.metrics.quorum_failures_total);
-                return Err(tombstones_full_or(failure));
+                return Err((tombstones_full_or(failure), Some(version)));
             }
             attempt += 1;
             if let Some(newest) = self.newest_version(key, &stale).await {
                 if !self.hlc.observe(newest.hlc, now_ms()) {
                     Metrics::inc(&self.metrics.quorum_failures_total);
-                    return Err(CacheError::Quorum {
+                    let e = CacheError::Quorum {
                         needed,
                         got: 0,
                         failures: vec![OwnerFailure {
                             owner: stale.join(","),
                             error: "holds a version more than the allowed clock drift ahead of this node's clock".into(),
                         }],
-                    });
+                    };
+                    return Err((e, Some(version)));
                 }
             }
             version = Version {
@@ -538,8 +660,14 @@ impl Coordinator {
         level: Consistency,
     ) -> Result<Option<Write>, CacheError> {
         let needed = level.required(self.replicas(view));
+        // Owners declared dead are not asked: they could only time out.
+        let live = self.live_owners(view, &owners);
+        if let Some(refused) = self.refusal(view, &owners, &live, needed, Consistency::One) {
+            Metrics::inc(&self.metrics.quorum_failures_total);
+            return Err(refused);
+        }
         let calls: FuturesUnordered<Answer<Option<Write>>> =
-            owners.iter().map(|o| self.read_from(o, key)).collect();
+            live.iter().map(|o| self.read_from(o, key)).collect();
         let answers = self.collect(needed, calls).await?;
         let newest: Option<Write> = answers
             .iter()

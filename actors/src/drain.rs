@@ -225,7 +225,7 @@ async fn hand_off_hints(a: &DrainArgs, hints: Vec<(String, KeyedWrite)>) -> (u64
     let mut left: Vec<(String, KeyedWrite)> = Vec::new();
     for (target, writes) in by_target {
         for chunk in chunk_writes(writes) {
-            let delivered = view.ring.contains(&target) && {
+            let delivered = view.ring.contains(&target) && view.is_live(&target) && {
                 let req = Replicate {
                     writes: chunk.clone(),
                     mode: ApplyMode::Normal,
@@ -260,7 +260,12 @@ async fn hand_off_hints(a: &DrainArgs, hints: Vec<(String, KeyedWrite)>) -> (u64
     for batch in batches {
         let n = batch.len() as u64;
         let mut taken = false;
-        for peer in view.ring.nodes().iter().filter(|p| **p != a.me) {
+        for peer in view
+            .ring
+            .nodes()
+            .iter()
+            .filter(|p| **p != a.me && view.is_live(p))
+        {
             let req = AcceptHints {
                 hints: batch.clone(),
             };

@@ -48,6 +48,22 @@ pub enum CacheError {
         got: usize,
         failures: Vec<OwnerFailure>,
     },
+    /// Refused before anything was sent: fewer of the key's home owners are reachable
+    /// than the consistency level needs, so the write could not succeed and was applied
+    /// nowhere. `failures` names the unreachable owners.
+    #[error(
+        "refused before anything was applied: {reachable} of the key's home owners are reachable and {needed} must acknowledge{}",
+        causes(failures)
+    )]
+    Unreachable {
+        needed: usize,
+        reachable: usize,
+        failures: Vec<OwnerFailure>,
+    },
+    /// The node started recently and has not yet merged its clock with a peer's, so it
+    /// does not stamp writes (a version below ones peers hold would lose to them).
+    #[error("this node has not yet exchanged clocks with a peer since it started; retry shortly")]
+    ClockNotSynced,
     /// Too much work in flight; the client should retry later.
     #[error("node is overloaded; retry later")]
     Overloaded,

@@ -84,8 +84,8 @@ impl HintState {
             if self.in_flight.contains(&peer) {
                 continue;
             }
-            // Only peers in the ring (alive or suspect) are tried; dead ones wait.
-            if !view.ring.contains(&peer) {
+            // Only live peers (alive or suspect) are tried; dead ones wait.
+            if !view.is_live(&peer) {
                 continue;
             }
             let batch = self

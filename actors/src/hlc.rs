@@ -6,7 +6,8 @@
 //! Across a restart the clock starts from the wall clock and is pushed forward by the first
 //! stamps it observes from peers (see docs/architecture.md, "Versions").
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use tokio::sync::Notify;
 
 /// Bits of the stamp that hold the logical counter.
 pub const LOGICAL_BITS: u32 = 16;
@@ -42,6 +43,10 @@ pub fn next_stamp(last: u64, now_ms: u64) -> u64 {
 #[derive(Debug, Default)]
 pub struct Hlc {
     last: AtomicU64,
+    /// Set once a peer's stamp was merged (or nothing needs merging: no peers, or the
+    /// maximum drift has passed since start); client writes wait for it.
+    synced: AtomicBool,
+    synced_notify: Notify,
 }
 
 impl Hlc {
@@ -71,7 +76,33 @@ impl Hlc {
             return false;
         }
         self.last.fetch_max(remote, Ordering::AcqRel);
+        self.mark_synced();
         true
+    }
+
+    /// Records that this clock no longer needs a peer's stamp before it issues versions.
+    pub fn mark_synced(&self) {
+        if !self.synced.swap(true, Ordering::AcqRel) {
+            self.synced_notify.notify_waiters();
+        }
+    }
+
+    /// Whether a peer's stamp was merged since start (or none needs to be).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Returns once [`Self::is_synced`] holds.
+    pub async fn wait_synced(&self) {
+        loop {
+            let notified = self.synced_notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_synced() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The last stamp issued or observed.

@@ -10,13 +10,13 @@
 use crate::metrics::Metrics;
 use crate::proto::{Ack, MemberEntry, Ping, PingReq, PingReqReply, WireState};
 use crate::ring::{Ring, VIRTUAL_NODES};
-use crate::swim::{Action, SeedPeer, Source, Swim, SwimConfig, SwimStats, Timer};
+use crate::swim::{Action, RemoveError, SeedPeer, Source, Swim, SwimConfig, SwimStats, Timer};
 use crate::transport::Wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 /// Liveness of a member as this node sees it.
@@ -47,23 +47,34 @@ impl From<&MemberEntry> for MemberInfo {
 pub struct ClusterView {
     pub self_id: String,
     pub members: Vec<MemberInfo>,
+    /// The placement ring: whose copies a key's home owners are.
     pub ring: Ring,
     /// Effective membership changes so far (the membership version).
     pub version: u64,
+    /// Since when this node has seen at most half of the members that have not left
+    /// (alive or suspect, itself included); `None` while it sees a majority.
+    pub minority_since: Option<Instant>,
 }
 
 impl ClusterView {
-    /// Builds the view: alive and suspect members are in the ring.
+    /// Builds the view. The placement ring holds every member that has not left (dead
+    /// ones included: a dead member stays a home owner until it is removed or forgotten
+    /// after the dead timeout), or with `sloppy` only the alive and suspect ones.
     pub fn build(
         self_id: &str,
         members: Vec<MemberInfo>,
         replication: usize,
         version: u64,
+        sloppy: bool,
     ) -> Self {
         let ring = Ring::new(
             members
                 .iter()
-                .filter(|m| matches!(m.state, WireState::Alive | WireState::Suspect))
+                .filter(|m| match m.state {
+                    WireState::Alive | WireState::Suspect => true,
+                    WireState::Dead => !sloppy,
+                    WireState::Left => false,
+                })
                 .map(|m| m.id.clone()),
             replication,
         );
@@ -72,7 +83,27 @@ impl ClusterView {
             members,
             ring,
             version,
+            minority_since: None,
         }
+    }
+
+    /// Whether member `id` is believed reachable (alive or suspect). Unknown ids are not.
+    pub fn is_live(&self, id: &str) -> bool {
+        self.members
+            .iter()
+            .find(|m| m.id == id)
+            .is_some_and(|m| matches!(m.state, WireState::Alive | WireState::Suspect))
+    }
+
+    /// Whether the reachable members (alive or suspect) are more than half of those that
+    /// have not left.
+    pub fn has_majority(&self) -> bool {
+        let live = self
+            .members
+            .iter()
+            .filter(|m| matches!(m.state, WireState::Alive | WireState::Suspect))
+            .count();
+        live * 2 > self.members_not_left()
     }
 
     /// Virtual nodes per member of the ring.
@@ -121,6 +152,7 @@ pub fn initial_view(node_id: &str, advertise: &str, replication: usize) -> Clust
         }],
         replication,
         0,
+        false,
     )
 }
 
@@ -201,6 +233,11 @@ pub enum MembershipMsg {
     Heartbeat(RpcReplyPort<HeartbeatInfo>),
     /// This node is leaving (drain); answered once peers were told (or tried).
     Leave(RpcReplyPort<()>),
+    /// An operator removes a dead member; answered with its entry as now known.
+    Remove {
+        id: String,
+        reply: RpcReplyPort<Result<MemberInfo, RemoveError>>,
+    },
     /// Test hook: panic, so the supervisor restarts the actor.
     #[cfg(feature = "test-hooks")]
     Crash,
@@ -220,6 +257,8 @@ pub struct MembershipArgs {
     pub rng_seed: Option<u64>,
     /// Where the current view is published; kept across restarts of this actor.
     pub publish: Arc<watch::Sender<Arc<ClusterView>>>,
+    /// See [`crate::NodeConfig::sloppy_quorum`].
+    pub sloppy_quorum: bool,
 }
 
 /// State: the protocol machine and what the shell needs to do its I/O.
@@ -261,12 +300,24 @@ impl MembershipState {
             .fetch_add(version.saturating_sub(self.published_version), Relaxed);
         self.published_version = version;
         let members: Vec<MemberInfo> = self.swim.entries().iter().map(MemberInfo::from).collect();
-        let view = ClusterView::build(&self.args.node_id, members, self.args.replication, version);
+        let mut view = ClusterView::build(
+            &self.args.node_id,
+            members,
+            self.args.replication,
+            version,
+            self.args.sloppy_quorum,
+        );
+        if !view.has_majority() {
+            let before = self.args.publish.borrow().minority_since;
+            view.minority_since = Some(before.unwrap_or_else(Instant::now));
+        }
         let (alive, suspect, dead, left) = view.counts();
         m.members_alive.store(alive, Relaxed);
         m.members_suspect.store(suspect, Relaxed);
         m.members_dead.store(dead, Relaxed);
         m.members_left.store(left, Relaxed);
+        m.membership_minority
+            .store(u64::from(view.minority_since.is_some()), Relaxed);
         m.membership_version.store(version, Relaxed);
         m.incarnation.store(self.swim.me().incarnation, Relaxed);
         tracing::info!(
@@ -497,6 +548,18 @@ impl Actor for MembershipActor {
             }
             #[cfg(feature = "test-hooks")]
             MembershipMsg::Crash => panic!("test hook: membership actor crashed on purpose"),
+            MembershipMsg::Remove { id, reply } => match state.swim.remove(&id) {
+                Ok((entry, actions)) => {
+                    Metrics::inc(&state.args.metrics.members_removed_total);
+                    tracing::warn!(member = %id, "dead member removed by an operator");
+                    let _ = reply.send(Ok(MemberInfo::from(&entry)));
+                    actions
+                }
+                Err(e) => {
+                    let _ = reply.send(Err(e));
+                    Vec::new()
+                }
+            },
             MembershipMsg::Leave(reply) => {
                 state.swim.leave();
                 state.publish_if_changed();

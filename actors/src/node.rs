@@ -79,6 +79,14 @@ pub async fn start_with(
     )));
     let (drain_tx, drain_rx) = watch::channel(false);
     let hlc = Arc::new(Hlc::new());
+    // A node with no peers has no clock to merge before it stamps writes.
+    if config
+        .seeds
+        .iter()
+        .all(|s| s.id.as_deref() == Some(config.node_id.as_str()) || s.addr == config.advertise)
+    {
+        hlc.mark_synced();
+    }
     let wire = Wire::new(transport, &config.node_id, &config.advertise, hlc.clone());
     let slots = Slots::default();
     let peer_table = PeerTable::default();
@@ -123,6 +131,7 @@ pub async fn start_with(
         view: view_rx.clone(),
         draining: drain_rx.clone(),
         repair: slots.repair.clone(),
+        started: std::time::Instant::now(),
     };
     let service = DistService {
         me: config.node_id.as_str().into(),
@@ -251,6 +260,18 @@ impl NodeHandle {
     pub async fn members(&self) -> Result<Vec<MemberInfo>, CacheError> {
         self.membership
             .call(MembershipMsg::Members, CONTROL_TIMEOUT)
+            .await
+    }
+
+    /// Removes dead member `id` from the placement ring at once (instead of after the
+    /// dead timeout); its keys move to new owners.
+    pub async fn remove_member(
+        &self,
+        id: &str,
+    ) -> Result<Result<MemberInfo, crate::swim::RemoveError>, CacheError> {
+        let id = id.to_owned();
+        self.membership
+            .call(|reply| MembershipMsg::Remove { id, reply }, CONTROL_TIMEOUT)
             .await
     }
 

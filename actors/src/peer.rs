@@ -453,6 +453,12 @@ impl PeerClient {
         rx
     }
 
+    /// Queues `write` as a hint for `peer` (a home owner declared dead), delivered when
+    /// it is back.
+    pub fn hint(&self, peer: &str, write: KeyedWrite) {
+        self.hints.put(peer, write);
+    }
+
     /// Calls `req` on `peer` and waits for its typed reply.
     pub async fn call<R: Rpc>(&self, peer: &str, req: R) -> Result<R::Reply, TransportError> {
         let rx = self.send(peer, req.into_call(), false);

@@ -64,10 +64,63 @@ pub fn plan(me: &str, keys: &[(Key, Version)], old: &Ring, new: &Ring) -> Vec<Mo
     out
 }
 
+/// Copies `me` holds but does not own under `ring` — stranded by a hint replayed to a
+/// former owner, a write from a coordinator with an older view, or a release that did
+/// not happen: each goes to its owners and is released once they all hold it. Keys
+/// whose owners are not all `live` wait for a later sweep. Nothing is planned when `me`
+/// is not in the ring (a leaving node hands everything off through its drain).
+pub fn stranded(
+    me: &str,
+    keys: &[(Key, Version)],
+    ring: &Ring,
+    live: impl Fn(&str) -> bool,
+) -> Vec<Move> {
+    if !ring.contains(me) {
+        return Vec::new();
+    }
+    keys.iter()
+        .filter_map(|(key, version)| {
+            let owners = ring.owners(key);
+            (!owners.contains(&me) && owners.iter().all(|o| live(o))).then(|| Move {
+                key: key.clone(),
+                version: *version,
+                to: owners.iter().map(|s| (*s).to_owned()).collect(),
+                release: true,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashMap;
+
+    #[test]
+    fn stranded_copies_go_to_their_live_owners_and_are_released() {
+        let r = ring(5);
+        let ks = keys(300);
+        let moves = stranded("node-1", &ks, &r, |_| true);
+        let foreign = ks
+            .iter()
+            .filter(|(k, _)| !r.owners(k).contains(&"node-1"))
+            .count();
+        assert_eq!(moves.len(), foreign);
+        assert!(foreign > 0);
+        for m in &moves {
+            assert!(m.release);
+            assert_eq!(m.to, r.owners(&m.key));
+            assert!(!m.to.contains(&"node-1".to_string()));
+        }
+        // Owners that are not all live: the key waits.
+        let waiting = stranded("node-1", &ks, &r, |o| o != "node-2");
+        assert!(waiting
+            .iter()
+            .all(|m| !m.to.contains(&"node-2".to_string())));
+        assert!(waiting.len() < moves.len());
+        // A node outside the ring (leaving) plans nothing here.
+        assert!(stranded("node-9", &ks, &r, |_| true).is_empty());
+    }
 
     fn ring(n: usize) -> Ring {
         Ring::new((1..=n).map(|i| format!("node-{i}")), 3)

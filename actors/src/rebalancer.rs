@@ -11,7 +11,7 @@ use crate::membership::ClusterView;
 use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::proto::{chunk_writes, KeyedWrite, Replicate};
-use crate::rebalance::{plan, Move};
+use crate::rebalance::{plan, stranded, Move};
 use crate::ring::Ring;
 use crate::shards::Shards;
 use crate::slot::ActorSlot;
@@ -50,6 +50,8 @@ pub struct RebalanceArgs {
     pub interval: Duration,
     pub batch_size: usize,
     pub concurrency: usize,
+    /// How often an idle rebalancer looks for copies this node does not own.
+    pub sweep_interval: Duration,
     pub metrics: Arc<Metrics>,
 }
 
@@ -64,6 +66,8 @@ pub struct RebalanceState {
     started: Option<Instant>,
     /// Keys whose move failed since the migration started.
     failed: u64,
+    /// When the last sweep for stranded copies ran.
+    last_sweep: Instant,
     args: RebalanceArgs,
 }
 
@@ -99,7 +103,38 @@ impl RebalanceState {
             }
         }
         self.pending.extend(self.retry.drain(..));
+        self.sweep_if_due().await;
         self.pump(myself);
+    }
+
+    /// When idle and the sweep interval has passed: plans the hand-off and release of
+    /// every copy this node holds but does not own ([`stranded`]).
+    async fn sweep_if_due(&mut self) {
+        let idle = self.pending.is_empty() && self.in_flight == 0 && self.retry.is_empty();
+        if !idle || self.last_sweep.elapsed() < self.args.sweep_interval {
+            return;
+        }
+        self.last_sweep = Instant::now();
+        let view = self.args.view.borrow().clone();
+        if !same_layout(&view.ring, &self.seen) {
+            return;
+        }
+        let Ok(keys) = self.args.shards.versions().await else {
+            return;
+        };
+        let moves = stranded(&self.args.me, &keys, &view.ring, |o| view.is_live(o));
+        if moves.is_empty() {
+            return;
+        }
+        self.args
+            .metrics
+            .stranded_copies_total
+            .fetch_add(moves.len() as u64, Relaxed);
+        tracing::info!(
+            copies = moves.len(),
+            "copies held here but owned elsewhere: handing them off"
+        );
+        self.pending = moves.into();
     }
 
     /// Sends batches until `concurrency` are in flight. Called on every tick and every
@@ -115,6 +150,8 @@ impl RebalanceState {
                 self.args.peers.clone(),
                 self.args.view.borrow().clone(),
                 self.args.hints.clone(),
+                self.args.view.clone(),
+                self.args.me.clone(),
             );
             let me = myself.clone();
             tokio::spawn(async move {
@@ -161,13 +198,22 @@ impl RebalanceState {
     }
 }
 
-type BatchCtx = (Shards, PeerClient, Arc<ClusterView>, ActorSlot<HintMsg>);
+/// What a batch needs: the view it was planned under, and the live one for the release
+/// check, with this node's id.
+type BatchCtx = (
+    Shards,
+    PeerClient,
+    Arc<ClusterView>,
+    ActorSlot<HintMsg>,
+    watch::Receiver<Arc<ClusterView>>,
+    String,
+);
 
 /// Sends one batch to its targets; releases acknowledged copies. A failed move that
 /// keeps its copy becomes hints; one that would release its copy is returned for retry.
 async fn send_batch(
     batch: Vec<Move>,
-    (shards, peers, view, hints): BatchCtx,
+    (shards, peers, view, hints, view_now, me): BatchCtx,
 ) -> (u64, u64, Vec<Move>) {
     let keys: Vec<String> = batch.iter().map(|m| m.key.clone()).collect();
     let Ok(records) = shards.records(&keys).await else {
@@ -183,7 +229,24 @@ async fn send_batch(
         }
     }
     let mut missed = vec![0usize; batch.len()];
+    let mut reached = vec![0usize; batch.len()];
     for (target, idxs) in per_target {
+        if view.addr_of(target).is_some() && !view.is_live(target) {
+            // A home owner declared dead gets the copy as a hint (it never acknowledges
+            // now); the move counts on its live targets.
+            for i in &idxs {
+                if let Some(write) = records[*i].clone() {
+                    hints.cast(HintMsg::Enqueue {
+                        peer: target.to_owned(),
+                        write: KeyedWrite {
+                            key: batch[*i].key.clone(),
+                            write,
+                        },
+                    });
+                }
+            }
+            continue;
+        }
         let writes: Vec<(usize, KeyedWrite)> = idxs
             .iter()
             .filter_map(|i| {
@@ -210,7 +273,11 @@ async fn send_batch(
                 };
                 peers.call(target, req).await.is_ok()
             };
-            if !ok {
+            if ok {
+                for (i, _) in &writes[sent..sent + n] {
+                    reached[*i] += 1;
+                }
+            } else {
                 for (i, w) in &writes[sent..sent + n] {
                     missed[*i] += 1;
                     if !batch[*i].release {
@@ -227,7 +294,9 @@ async fn send_batch(
     let (mut moved, mut failed, mut retry) = (0, 0, Vec::new());
     for (i, m) in batch.iter().enumerate() {
         let Some(rec) = &records[i] else { continue };
-        if missed[i] > 0 {
+        // Every live target must hold the copy, and at least one must (a move whose
+        // targets are all dead keeps its copy).
+        if missed[i] > 0 || reached[i] == 0 {
             failed += 1;
             if m.release {
                 retry.push(m.clone());
@@ -235,6 +304,11 @@ async fn send_batch(
             continue;
         }
         moved += 1;
+        // Ownership is checked again right before the release: a ring that changed
+        // since the move was planned may have made this node an owner again.
+        if m.release && view_now.borrow().ring.owners(&m.key).contains(&me.as_str()) {
+            continue;
+        }
         if m.release {
             // A copy rewritten meanwhile is kept (false); a shard error leaves an extra copy.
             if let Err(e) = shards.release(&m.key, rec.version).await {
@@ -266,6 +340,7 @@ impl Actor for RebalancerActor {
             waiters: Vec::new(),
             started: None,
             failed: 0,
+            last_sweep: Instant::now(),
             args,
         })
     }

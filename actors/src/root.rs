@@ -160,6 +160,7 @@ impl RootState {
                     metrics: a.metrics.clone(),
                     rng_seed: c.rng_seed,
                     publish: a.view.clone(),
+                    sloppy_quorum: c.sloppy_quorum,
                 };
                 let (m, _) = Actor::spawn_linked(None, MembershipActor, args, root.clone()).await?;
                 a.slots.membership.set(m.clone());
@@ -197,6 +198,7 @@ impl RootState {
                     interval: c.rebalance_interval,
                     batch_size: c.rebalance_batch,
                     concurrency: c.rebalance_concurrency,
+                    sweep_interval: c.ownership_sweep,
                     metrics: a.metrics.clone(),
                 };
                 let (r, _) = Actor::spawn_linked(None, RebalancerActor, args, root.clone()).await?;

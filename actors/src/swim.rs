@@ -170,6 +170,15 @@ pub const SEED_RETRY_TICKS: u64 = 5;
 /// Ticks between reconnect pings to one dead member (heals partitions).
 pub const DEAD_PROBE_TICKS: u64 = 3;
 
+/// Why [`Swim::remove`] refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoveError {
+    /// No such member is known.
+    Unknown,
+    /// The member is in this state, not dead (this node itself is never dead to itself).
+    NotDead(WireState),
+}
+
 /// Whether update `new` replaces what is known, `old` (same member).
 pub fn overrides(new: &MemberEntry, old: &MemberEntry) -> bool {
     use WireState::*;
@@ -554,17 +563,74 @@ impl Swim {
                 }]
             }
             Timer::Forget { id, incarnation } => {
-                let gone = self.members.get(&id).is_some_and(|m| {
-                    matches!(m.state, WireState::Dead | WireState::Left)
-                        && m.incarnation == incarnation
-                });
-                if gone {
-                    self.members.remove(&id);
-                    self.changes += 1;
+                let Some(m) = self.members.get(&id) else {
+                    return Vec::new();
+                };
+                if m.incarnation != incarnation
+                    || !matches!(m.state, WireState::Dead | WireState::Left)
+                {
+                    return Vec::new();
                 }
+                if m.state == WireState::Dead && !self.has_majority() {
+                    // Forgetting moves the member's keys to new owners. A node that sees
+                    // only a minority may be the cut-off side: it keeps the dead member
+                    // as a home owner (and so accepts no quorum write the majority
+                    // could accept too) and asks again later.
+                    return vec![Action::Schedule {
+                        after: self.cfg.forget_after,
+                        timer: Timer::Forget { id, incarnation },
+                    }];
+                }
+                self.members.remove(&id);
+                self.changes += 1;
                 Vec::new()
             }
         }
+    }
+
+    /// Whether the reachable members (alive or suspect, this node included unless it
+    /// left) are more than half of those that have not left.
+    pub fn has_majority(&self) -> bool {
+        let me = usize::from(!self.leaving);
+        let live = self
+            .members
+            .values()
+            .filter(|m| matches!(m.state, WireState::Alive | WireState::Suspect))
+            .count();
+        let not_left = self
+            .members
+            .values()
+            .filter(|m| m.state != WireState::Left)
+            .count();
+        (live + me) * 2 > not_left + me
+    }
+
+    /// An operator removes dead member `id`: it is marked left at its incarnation (so the
+    /// news spreads by gossip and every node takes it out of the ring) and forgotten
+    /// later. Only a dead member can be removed; a live one must drain itself.
+    pub fn remove(&mut self, id: &str) -> Result<(MemberEntry, Vec<Action>), RemoveError> {
+        if id == self.me.id {
+            return Err(RemoveError::NotDead(self.me.state));
+        }
+        let Some(m) = self.members.get_mut(id) else {
+            return Err(RemoveError::Unknown);
+        };
+        match m.state {
+            WireState::Dead => {}
+            WireState::Left => return Ok((m.clone(), Vec::new())),
+            other => return Err(RemoveError::NotDead(other)),
+        }
+        m.state = WireState::Left;
+        self.changes += 1;
+        let entry = m.clone();
+        let forget = Action::Schedule {
+            after: self.cfg.forget_after,
+            timer: Timer::Forget {
+                id: entry.id.clone(),
+                incarnation: entry.incarnation,
+            },
+        };
+        Ok((entry, vec![forget]))
     }
 
     fn suspect(&mut self, id: &str) -> Vec<Action> {
@@ -1249,5 +1315,68 @@ mod tests {
             .collect();
         s.merge(&me, Source::Gossip);
         assert_eq!(s.me().incarnation, MAX_INCARNATION_STEP);
+    }
+
+    #[test]
+    fn a_minority_keeps_dead_members_a_majority_forgets_them() {
+        // me + a, b, c: with b and c dead, me and a are 2 of 4, not a majority.
+        let mut s = node();
+        s.merge(
+            &[
+                entry("b", WireState::Dead, 0),
+                entry("c", WireState::Dead, 0),
+            ],
+            Source::Gossip,
+        );
+        assert!(!s.has_majority());
+        let forget = Timer::Forget {
+            id: "b".into(),
+            incarnation: 0,
+        };
+        let again = s.on_timer(forget.clone());
+        assert_eq!(s.member("b").unwrap().state, WireState::Dead, "kept");
+        assert!(
+            matches!(&again[..], [Action::Schedule { timer, .. }] if *timer == forget),
+            "asked again later: {again:?}"
+        );
+        // c comes back: 3 of 4 alive is a majority, and b is forgotten.
+        s.merge(&[entry("c", WireState::Alive, 1)], Source::Gossip);
+        assert!(s.has_majority());
+        assert!(s.on_timer(forget).is_empty());
+        assert!(s.member("b").is_none(), "forgotten");
+    }
+
+    #[test]
+    fn only_a_dead_member_can_be_removed_and_removal_is_a_leave() {
+        let mut s = node();
+        assert_eq!(s.remove("nobody").unwrap_err(), RemoveError::Unknown);
+        assert_eq!(
+            s.remove("a").unwrap_err(),
+            RemoveError::NotDead(WireState::Alive)
+        );
+        assert_eq!(
+            s.remove("me").unwrap_err(),
+            RemoveError::NotDead(WireState::Alive)
+        );
+        s.merge(&[entry("a", WireState::Dead, 3)], Source::Gossip);
+        let before = s.changes();
+        let (e, actions) = s.remove("a").unwrap();
+        assert_eq!((e.state, e.incarnation), (WireState::Left, 3));
+        assert_eq!(s.changes(), before + 1);
+        assert!(matches!(
+            &actions[..],
+            [Action::Schedule {
+                timer: Timer::Forget { .. },
+                ..
+            }]
+        ));
+        // Other nodes that hold a dead@3 take the leave from gossip.
+        let mut other = node_named("other");
+        other.merge(&[entry("a", WireState::Dead, 3)], Source::Gossip);
+        other.merge(&s.entries(), Source::Gossip);
+        assert_eq!(other.member("a").unwrap().state, WireState::Left);
+        // Removing again changes nothing.
+        assert!(s.remove("a").unwrap().1.is_empty());
+        assert_eq!(s.changes(), before + 1);
     }
 }

@@ -21,6 +21,13 @@ pub enum ApiError {
     BodyTimeout,
     /// A dist request without `Content-Length`.
     LengthRequired,
+    /// `POST /cluster/members/{id}/remove` named a member this node does not know.
+    UnknownMember(String),
+    /// `POST /cluster/members/{id}/remove` named a member that is not dead.
+    MemberNotDead {
+        id: String,
+        state: String,
+    },
 }
 
 impl From<CacheError> for ApiError {
@@ -64,7 +71,12 @@ impl IntoResponse for ApiError {
                         (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
                     }
                     CacheError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "DRAINING"),
-                    CacheError::Quorum { .. } => (StatusCode::SERVICE_UNAVAILABLE, "QUORUM_FAILED"),
+                    CacheError::Quorum { .. } | CacheError::Unreachable { .. } => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "QUORUM_FAILED")
+                    }
+                    CacheError::ClockNotSynced => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "CLOCK_NOT_SYNCED")
+                    }
                     CacheError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
                     CacheError::TombstonesFull => {
                         (StatusCode::SERVICE_UNAVAILABLE, "TOMBSTONES_FULL")
@@ -72,7 +84,10 @@ impl IntoResponse for ApiError {
                     CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
                 };
                 let mut resp = json_error(status, code, &e.to_string());
-                if matches!(e, CacheError::Overloaded | CacheError::TombstonesFull) {
+                if matches!(
+                    e,
+                    CacheError::Overloaded | CacheError::TombstonesFull | CacheError::ClockNotSynced
+                ) {
                     resp.headers_mut()
                         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
                 }
@@ -107,6 +122,16 @@ impl IntoResponse for ApiError {
                 StatusCode::LENGTH_REQUIRED,
                 "BAD_REQUEST",
                 "peer requests must carry Content-Length",
+            ),
+            ApiError::UnknownMember(id) => json_error(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                &format!("no member {id:?} is known to this node"),
+            ),
+            ApiError::MemberNotDead { id, state } => json_error(
+                StatusCode::CONFLICT,
+                "CONFLICT",
+                &format!("member {id:?} is {state}, not dead: only a dead member can be removed; a live one leaves by draining (POST /dist/drain on it)"),
             ),
             ApiError::RouteNotFound => {
                 json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")

@@ -23,6 +23,7 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/cluster/members", get(members))
         .route("/cluster/ring", get(ring))
         .route("/cluster/heartbeat", get(heartbeat))
+        .route("/cluster/members/{id}/remove", post(remove_member))
         .route("/dist/drain", post(drain));
     #[cfg(feature = "test-hooks")]
     let protected = protected
@@ -210,6 +211,24 @@ async fn ring(State(s): State<AppState>) -> Json<serde_json::Value> {
         "virtualNodes": view.virtual_nodes(),
         "nodes": shares,
     }))
+}
+
+/// `POST /cluster/members/{id}/remove`: takes a dead member out of the placement ring
+/// now instead of after `HYPERCACHE_DEAD_TIMEOUT` (its keys move to new owners). 404 for
+/// an unknown member, 409 for one that is not dead.
+async fn remove_member(
+    State(s): State<AppState>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    use hypercache_actors::swim::RemoveError;
+    match s.node.remove_member(&id).await? {
+        Ok(member) => Ok(Json(json!({ "removed": member }))),
+        Err(RemoveError::Unknown) => Err(ApiError::UnknownMember(id)),
+        Err(RemoveError::NotDead(state)) => Err(ApiError::MemberNotDead {
+            id,
+            state: format!("{state:?}").to_ascii_lowercase(),
+        }),
+    }
 }
 
 /// `POST /dist/drain`: starts draining (one-way until restart). Also served on the
