@@ -235,7 +235,8 @@ impl Actor for AntiEntropyActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             AeMsg::Tick => {
-                if state.running {
+                // Stale local data is not compared until membership has dropped it.
+                if state.running || state.args.ctx.shards.stale() {
                     return Ok(());
                 }
                 state.running = true;

@@ -10,6 +10,7 @@
 use crate::metrics::Metrics;
 use crate::proto::{Ack, MemberEntry, Ping, PingReq, PingReqReply, WireState};
 use crate::ring::{Ring, VIRTUAL_NODES};
+use crate::shards::Shards;
 use crate::swim::{Action, RemoveError, SeedPeer, Source, Swim, SwimConfig, SwimStats, Timer};
 use crate::transport::Wire;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
@@ -259,6 +260,8 @@ pub struct MembershipArgs {
     pub publish: Arc<watch::Sender<Arc<ClusterView>>>,
     /// See [`crate::NodeConfig::sloppy_quorum`].
     pub sloppy_quorum: bool,
+    /// The local store: told when a majority is seen, dropped when it went stale.
+    pub shards: Shards,
 }
 
 /// State: the protocol machine and what the shell needs to do its I/O.
@@ -330,6 +333,37 @@ impl MembershipState {
             "membership changed"
         );
         self.args.publish.send_replace(Arc::new(view));
+    }
+
+    /// On every heartbeat: while this node sees a majority of the members, the store is
+    /// told so; if it had not seen one for longer than the tombstone retention (a
+    /// partition, a paused process), its data may hold keys deleted meanwhile whose
+    /// tombstones are purged, so it is dropped first, and anti-entropy refills the node
+    /// from its peers.
+    async fn check_contact(&mut self) {
+        if !self.swim.has_majority() {
+            return;
+        }
+        let shards = &self.args.shards;
+        if shards.stale() {
+            match shards.clear().await {
+                Ok(n) => {
+                    self.args
+                        .metrics
+                        .stale_records_dropped_total
+                        .fetch_add(n, Relaxed);
+                    tracing::warn!(
+                        records = n,
+                        "out of touch with the cluster for longer than the tombstone retention: local data dropped so that no deleted key comes back"
+                    );
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not drop stale local data; retrying next heartbeat");
+                    return;
+                }
+            }
+        }
+        shards.saw_majority();
     }
 
     fn perform(&self, myself: &ActorRef<MembershipMsg>, actions: Vec<Action>) {
@@ -514,7 +548,10 @@ impl Actor for MembershipActor {
         state: &mut MembershipState,
     ) -> Result<(), ActorProcessingErr> {
         let actions = match msg {
-            MembershipMsg::Tick => state.swim.tick(),
+            MembershipMsg::Tick => {
+                state.check_contact().await;
+                state.swim.tick()
+            }
             MembershipMsg::Timer(t) => state.swim.on_timer(t),
             MembershipMsg::Acked { ack, addr } => state.swim.on_ack(ack, &addr),
             MembershipMsg::ProbeFailed(seq) => state.swim.on_probe_failed(seq),

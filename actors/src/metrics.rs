@@ -60,6 +60,7 @@ define_metrics! {
     gauge members_dead: "Members declared dead (home owners still, unless HYPERCACHE_SLOPPY_QUORUM; out of the ring once removed or forgotten).",
     gauge membership_minority: "1 while this node sees at most half of the members that have not left (it then forgets no dead member).",
     counter members_removed_total: "Dead members removed by an operator (POST /cluster/members/{id}/remove).",
+    counter stale_records_dropped_total: "Records dropped because this node was out of touch with a majority for longer than the tombstone retention.",
     counter stranded_copies_total: "Copies found on this node although it does not own their key, planned for hand-off and release.",
     counter writes_refused_unreachable_total: "Client writes refused 503 before anything was applied: too few home owners reachable.",
     counter clock_sync_waits_total: "Client writes that waited for this node to merge clocks with a peer after start.",

@@ -105,7 +105,7 @@ pub async fn start_with(
         metrics.clone(),
         config.peer_timeout,
     );
-    let shards = Shards::new(config.max_value_bytes);
+    let shards = Shards::new(config.max_value_bytes, config.tombstone_retention);
     let args = RootArgs {
         config: config.clone(),
         metrics: metrics.clone(),

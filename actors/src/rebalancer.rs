@@ -80,6 +80,10 @@ fn same_layout(a: &Ring, b: &Ring) -> bool {
 
 impl RebalanceState {
     async fn tick(&mut self, myself: &ActorRef<RebalanceMsg>) {
+        // Stale local data is not moved until membership has dropped it.
+        if self.args.shards.stale() {
+            return;
+        }
         let current = self.args.view.borrow().ring.clone();
         if !same_layout(&current, &self.seen) {
             if self.pending.is_empty() && self.in_flight == 0 && self.retry.is_empty() {

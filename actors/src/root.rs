@@ -161,6 +161,7 @@ impl RootState {
                     rng_seed: c.rng_seed,
                     publish: a.view.clone(),
                     sloppy_quorum: c.sloppy_quorum,
+                    shards: a.shards.clone(),
                 };
                 let (m, _) = Actor::spawn_linked(None, MembershipActor, args, root.clone()).await?;
                 a.slots.membership.set(m.clone());

@@ -43,6 +43,8 @@ pub enum ShardMsg {
         version: Version,
         reply: RpcReplyPort<bool>,
     },
+    /// Drop every record and tombstone; answered with how many records went.
+    Clear(RpcReplyPort<u64>),
     /// Timer: remove expired entries and purge old tombstones.
     Sweep,
     /// Current counters; answered with this shard's [`ShardStats`].
@@ -105,6 +107,9 @@ impl Actor for ShardActor {
                 reply,
             } => {
                 let _ = reply.send(state.store.apply_mode(&key, &write, mode, now_ms()));
+            }
+            ShardMsg::Clear(reply) => {
+                let _ = reply.send(state.store.clear());
             }
             ShardMsg::Versions(reply) => {
                 let _ = reply.send(state.store.versions());

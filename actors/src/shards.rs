@@ -11,8 +11,9 @@ use crate::store::{ApplyError, ShardStats};
 use crate::types::{admit, now_ms, ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long a call to a shard may take before the caller gives up.
 pub const SHARD_CALL_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,21 +26,69 @@ pub fn shard_index(key: &str, shards: usize) -> usize {
     (xxhash_rust::xxh64::xxh64(key.as_bytes(), 0x5eed) % shards as u64) as usize
 }
 
+/// Whether the local data may be too old to share: a node out of touch with a majority
+/// of the cluster for longer than the tombstone retention may hold keys that were
+/// deleted elsewhere and whose tombstones are purged by now; pushed to peers, such a
+/// copy would bring the key back.
+#[derive(Debug)]
+struct Contact {
+    start: Instant,
+    /// Milliseconds after `start` when a majority was last seen.
+    majority_seen_ms: AtomicU64,
+    retention: Duration,
+}
+
 /// Cloneable handle to the shard table.
 #[derive(Clone)]
 pub struct Shards {
     table: Arc<RwLock<Vec<ActorRef<ShardMsg>>>>,
     /// Largest value a write may carry (writes from peers are checked here too).
     max_value_bytes: u64,
+    contact: Arc<Contact>,
 }
 
 impl Shards {
-    /// An empty table; the supervisor fills it.
-    pub fn new(max_value_bytes: u64) -> Self {
+    /// An empty table; the supervisor fills it. `tombstone_retention` bounds how long
+    /// the node may be out of touch before its data counts as stale ([`Self::stale`]).
+    pub fn new(max_value_bytes: u64, tombstone_retention: Duration) -> Self {
         Self {
             table: Arc::default(),
             max_value_bytes,
+            contact: Arc::new(Contact {
+                start: Instant::now(),
+                majority_seen_ms: AtomicU64::new(0),
+                retention: tombstone_retention,
+            }),
         }
+    }
+
+    /// Records that this node sees a majority of the cluster now (membership, every
+    /// heartbeat while it does).
+    pub fn saw_majority(&self) {
+        let ms = self.contact.start.elapsed().as_millis() as u64;
+        self.contact
+            .majority_seen_ms
+            .fetch_max(ms, Ordering::AcqRel);
+    }
+
+    /// True when this node has not seen a majority for longer than the tombstone
+    /// retention (partitioned away, or its process was paused): its data must reach
+    /// neither peers nor clients until membership has dropped it ([`Self::clear`]) on
+    /// seeing a majority again. Meanwhile reads of the local store find nothing, and
+    /// anti-entropy and rebalance skip their work.
+    pub fn stale(&self) -> bool {
+        let seen = Duration::from_millis(self.contact.majority_seen_ms.load(Ordering::Acquire));
+        self.contact.start.elapsed() > seen + self.contact.retention
+    }
+
+    /// Drops every record and tombstone of every shard (counters stay); the number of
+    /// records dropped.
+    pub async fn clear(&self) -> Result<u64, CacheError> {
+        let mut n = 0;
+        for i in 0..self.len() {
+            n += self.call_index(i, ShardMsg::Clear).await?;
+        }
+        Ok(n)
     }
 
     /// Number of shards.
@@ -112,8 +161,11 @@ impl Shards {
         Err(CacheError::Internal(format!("shard {index} is restarting")))
     }
 
-    /// Reads a live value from the local store.
+    /// Reads a live value from the local store (nothing while the data is stale).
     pub async fn get(&self, key: &str) -> Result<Option<Stored>, CacheError> {
+        if self.stale() {
+            return Ok(None);
+        }
         let k = key.to_owned();
         self.call(key, move |reply| ShardMsg::Get {
             key: k.clone(),
@@ -122,8 +174,12 @@ impl Shards {
         .await
     }
 
-    /// Reads the local record (live value or tombstone) of `key`.
+    /// Reads the local record (live value or tombstone) of `key` (nothing while the data
+    /// is stale: a stale copy must reach neither a client nor, by read repair, a peer).
     pub async fn read(&self, key: &str) -> Result<Option<Write>, CacheError> {
+        if self.stale() {
+            return Ok(None);
+        }
         let k = key.to_owned();
         self.call(key, move |reply| ShardMsg::Read {
             key: k.clone(),
@@ -161,19 +217,26 @@ impl Shards {
         })
     }
 
-    /// Every record's key and version, over all shards.
+    /// Every record's key and version, over all shards (none while the data is stale).
     pub async fn versions(&self) -> Result<Vec<(Key, Version)>, CacheError> {
         let mut out = Vec::new();
+        if self.stale() {
+            return Ok(out);
+        }
         for i in 0..self.len() {
             out.extend(self.call_index(i, ShardMsg::Versions).await?);
         }
         Ok(out)
     }
 
-    /// The raw records of `keys` (any order of shards), in the order asked.
+    /// The raw records of `keys` (any order of shards), in the order asked (none while the
+    /// data is stale).
     pub async fn records(&self, keys: &[Key]) -> Result<Vec<Option<Write>>, CacheError> {
         let n = self.len();
         let mut out = vec![None; keys.len()];
+        if self.stale() {
+            return Ok(out);
+        }
         let mut by_shard: Vec<Vec<usize>> = vec![Vec::new(); n];
         for (i, k) in keys.iter().enumerate() {
             by_shard[shard_index(k, n)].push(i);

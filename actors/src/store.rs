@@ -137,6 +137,16 @@ impl ShardStore {
         }
     }
 
+    /// Drops every record and tombstone (the counters stay); how many records went.
+    pub fn clear(&mut self) -> u64 {
+        let n = (self.live.len() + self.tombstones.len()) as u64;
+        self.live.clear();
+        self.tombstones.clear();
+        self.bytes = 0;
+        self.tombstone_bytes = 0;
+        n
+    }
+
     /// Reads a live value, refreshing its LRU position. Counts a hit or a miss; an
     /// expired entry is removed and counted as an expiration and a miss.
     pub fn get(&mut self, key: &str, now_ms: u64) -> Option<Stored> {
