@@ -19,7 +19,7 @@
 //! next one waits twice as long, up to [`MAX_BACKOFF`] intervals ([`Pacer`]).
 
 use crate::membership::ClusterView;
-use crate::merkle::{check_leaves, listable, reconcile, wire_leaves, Listing};
+use crate::merkle::{check_segments, listable, reconcile, wire_leaves, Listing};
 use crate::metrics::Metrics;
 use crate::peer::PeerClient;
 use crate::proto::{AeCompare, AeCompareReply, AeFetch, KeyedWrite, Replicate};
@@ -197,16 +197,7 @@ struct PeerDiff {
 
 /// Checks a compare reply against the shared segments (the peer is not trusted).
 fn check_reply(reply: &AeCompareReply, shared: &[u32]) -> Result<PeerDiff, String> {
-    let as_leaves: Vec<crate::merkle::SegmentLeaf> = reply
-        .buckets
-        .iter()
-        .map(|s| crate::merkle::SegmentLeaf {
-            segment: *s,
-            hash: 0,
-            count: 1,
-        })
-        .collect();
-    check_leaves(&as_leaves, shared).map_err(|e| e.to_string())?;
+    check_segments(reply.buckets.iter().copied(), shared).map_err(|e| e.to_string())?;
     let complete = reply.complete as usize;
     let listed = complete + usize::from(reply.partial);
     if listed > reply.buckets.len() {
@@ -525,6 +516,28 @@ mod tests {
         p.done(&idle(1));
         assert!(!p.tick(1));
         assert!(p.tick(2), "a new ring runs at once");
+    }
+
+    #[test]
+    fn malformed_compare_replies_are_refused() {
+        let shared = [2, 5, 9];
+        let reply = |buckets: Vec<u32>, complete: u32, partial: bool| AeCompareReply {
+            buckets,
+            complete,
+            partial,
+            ..AeCompareReply::default()
+        };
+        let ok = check_reply(&reply(vec![2, 9], 1, true), &shared).unwrap();
+        assert_eq!((ok.listed, ok.complete), (vec![2, 9], 1));
+        for bad in [
+            reply(vec![9, 2], 0, false),
+            reply(vec![2, 2], 0, false),
+            reply(vec![3], 0, false),
+            reply(vec![2], 2, false),
+            reply(vec![2], 1, true),
+        ] {
+            assert!(check_reply(&bad, &shared).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -163,24 +163,33 @@ pub enum LeavesError {
     Empty(u32),
 }
 
-/// Checks a peer's leaves against the segments both nodes own (`shared`, ascending):
-/// ascending, no duplicates, every one shared and non-empty. Bounds their number too
-/// (at most one per shared segment).
-pub fn check_leaves(theirs: &[SegmentLeaf], shared: &[u32]) -> Result<(), LeavesError> {
+/// Checks segment numbers from a peer against the segments both nodes own (`shared`,
+/// ascending): ascending, no duplicates, every one shared. Bounds their number too (at
+/// most one per shared segment).
+pub fn check_segments(
+    segments: impl IntoIterator<Item = u32>,
+    shared: &[u32],
+) -> Result<(), LeavesError> {
     let mut prev: Option<u32> = None;
-    for l in theirs {
-        if prev.is_some_and(|p| l.segment <= p) {
-            return Err(LeavesError::Order(l.segment));
+    for s in segments {
+        if prev.is_some_and(|p| s <= p) {
+            return Err(LeavesError::Order(s));
         }
-        prev = Some(l.segment);
-        if shared.binary_search(&l.segment).is_err() {
-            return Err(LeavesError::NotShared(l.segment));
-        }
-        if l.count == 0 {
-            return Err(LeavesError::Empty(l.segment));
+        prev = Some(s);
+        if shared.binary_search(&s).is_err() {
+            return Err(LeavesError::NotShared(s));
         }
     }
     Ok(())
+}
+
+/// Checks a peer's leaves: [`check_segments`], and none empty.
+pub fn check_leaves(theirs: &[SegmentLeaf], shared: &[u32]) -> Result<(), LeavesError> {
+    check_segments(theirs.iter().map(|l| l.segment), shared)?;
+    match theirs.iter().find(|l| l.count == 0) {
+        Some(l) => Err(LeavesError::Empty(l.segment)),
+        None => Ok(()),
+    }
 }
 
 /// This node's leaves of the `shared` segments (ascending), as sent to a peer: the

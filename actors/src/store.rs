@@ -27,7 +27,6 @@ use crate::merkle::{Leaf, Listing, SegmentLeaves};
 use crate::ring::Ring;
 use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use bytes::Bytes;
-use lru::LruCache;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -70,61 +69,80 @@ impl Versioned for Tombstone {
     }
 }
 
-/// An LRU map of records and the one place that changes it: every key that appears,
-/// goes, or changes version is reported to the leaves passed in, so they stay equal to
-/// leaves rebuilt from the records. Reads go through [`Records::map`].
-struct Records<V> {
-    map: LruCache<Key, V>,
-    /// Records with an expiry time.
-    expiring: usize,
-}
+mod records {
+    //! [`Records`], in a module of its own so that nothing else can change its map.
+    use super::Versioned;
+    use crate::merkle::SegmentLeaves;
+    use crate::types::{Key, Version};
+    use lru::LruCache;
 
-impl<V: Versioned> Records<V> {
-    fn new() -> Self {
-        Self {
-            map: LruCache::unbounded(),
-            expiring: 0,
+    /// An LRU map of records and the one place that changes it: every key that appears,
+    /// goes, or changes version is reported to the leaves passed in, so they stay equal to
+    /// leaves rebuilt from the records. Reads go through [`Records::map`].
+    pub(super) struct Records<V> {
+        map: LruCache<Key, V>,
+        /// Records with an expiry time.
+        expiring: usize,
+    }
+
+    impl<V: Versioned> Records<V> {
+        /// The records, read-only.
+        pub(super) fn map(&self) -> &LruCache<Key, V> {
+            &self.map
+        }
+
+        /// How many records have an expiry time.
+        pub(super) fn expiring(&self) -> usize {
+            self.expiring
+        }
+
+        pub(super) fn new() -> Self {
+            Self {
+                map: LruCache::unbounded(),
+                expiring: 0,
+            }
+        }
+
+        fn gone(&mut self, leaves: &mut SegmentLeaves, key: &str, old: &V) {
+            leaves.remove(key, old.version());
+            self.expiring -= usize::from(old.expires());
+        }
+
+        /// Inserts or replaces (and refreshes) `key`; returns the record it replaced.
+        pub(super) fn put(&mut self, leaves: &mut SegmentLeaves, key: &str, rec: V) -> Option<V> {
+            let v = rec.version();
+            self.expiring += usize::from(rec.expires());
+            let old = self.map.put(key.to_owned(), rec);
+            if let Some(o) = &old {
+                self.gone(leaves, key, o);
+            }
+            leaves.add(key, v);
+            old
+        }
+
+        pub(super) fn pop(&mut self, leaves: &mut SegmentLeaves, key: &str) -> Option<V> {
+            let old = self.map.pop(key)?;
+            self.gone(leaves, key, &old);
+            Some(old)
+        }
+
+        pub(super) fn pop_lru(&mut self, leaves: &mut SegmentLeaves) -> Option<(Key, V)> {
+            let (k, old) = self.map.pop_lru()?;
+            self.gone(leaves, &k, &old);
+            Some((k, old))
+        }
+
+        /// Reads `key` and makes it the most recently used (no version change).
+        pub(super) fn get(&mut self, key: &str) -> Option<&V> {
+            self.map.get(key)
+        }
+
+        pub(super) fn versions(&self) -> impl Iterator<Item = (&str, Version)> {
+            self.map.iter().map(|(k, r)| (k.as_str(), r.version()))
         }
     }
-
-    fn gone(&mut self, leaves: &mut SegmentLeaves, key: &str, old: &V) {
-        leaves.remove(key, old.version());
-        self.expiring -= usize::from(old.expires());
-    }
-
-    /// Inserts or replaces (and refreshes) `key`; returns the record it replaced.
-    fn put(&mut self, leaves: &mut SegmentLeaves, key: &str, rec: V) -> Option<V> {
-        let v = rec.version();
-        self.expiring += usize::from(rec.expires());
-        let old = self.map.put(key.to_owned(), rec);
-        if let Some(o) = &old {
-            self.gone(leaves, key, o);
-        }
-        leaves.add(key, v);
-        old
-    }
-
-    fn pop(&mut self, leaves: &mut SegmentLeaves, key: &str) -> Option<V> {
-        let old = self.map.pop(key)?;
-        self.gone(leaves, key, &old);
-        Some(old)
-    }
-
-    fn pop_lru(&mut self, leaves: &mut SegmentLeaves) -> Option<(Key, V)> {
-        let (k, old) = self.map.pop_lru()?;
-        self.gone(leaves, &k, &old);
-        Some((k, old))
-    }
-
-    /// Reads `key` and makes it the most recently used (no version change).
-    fn get(&mut self, key: &str) -> Option<&V> {
-        self.map.get(key)
-    }
-
-    fn versions(&self) -> impl Iterator<Item = (&str, Version)> {
-        self.map.iter().map(|(k, r)| (k.as_str(), r.version()))
-    }
 }
+use records::Records;
 
 /// Limits of one shard.
 #[derive(Debug, Clone, Copy)]
@@ -259,7 +277,7 @@ impl ShardStore {
                 expires_at_ms: st.expires_at_ms,
             });
         }
-        self.tombstones.map.peek(key).map(|t| Write {
+        self.tombstones.map().peek(key).map(|t| Write {
             version: t.version,
             value: None,
             expires_at_ms: None,
@@ -270,15 +288,15 @@ impl ShardStore {
     /// order or counters.
     pub fn version_of(&self, key: &str) -> Option<Version> {
         self.live
-            .map
+            .map()
             .peek(key)
             .map(|e| e.version)
-            .or_else(|| self.tombstones.map.peek(key).map(|t| t.version))
+            .or_else(|| self.tombstones.map().peek(key).map(|t| t.version))
     }
 
     /// True when one more live item would force an eviction.
     pub fn is_full(&self) -> bool {
-        self.live.map.len() >= self.limits.capacity_items
+        self.live.map().len() >= self.limits.capacity_items
             || matches!(self.limits.capacity_bytes, Some(b) if self.bytes >= b)
     }
 
@@ -315,7 +333,7 @@ impl ShardStore {
     /// The raw record of `key` (live value or tombstone) without touching LRU order or
     /// counters; expired values are reported as absent.
     pub fn peek_record(&self, key: &str, now_ms: u64) -> Option<Write> {
-        if let Some(e) = self.live.map.peek(key) {
+        if let Some(e) = self.live.map().peek(key) {
             if expired(e.expires_at_ms, now_ms) {
                 return None;
             }
@@ -325,7 +343,7 @@ impl ShardStore {
                 expires_at_ms: e.expires_at_ms,
             });
         }
-        self.tombstones.map.peek(key).map(|t| Write {
+        self.tombstones.map().peek(key).map(|t| Write {
             version: t.version,
             value: None,
             expires_at_ms: None,
@@ -337,7 +355,7 @@ impl ShardStore {
     pub fn release(&mut self, key: &str, version: Version) -> bool {
         if self
             .live
-            .map
+            .map()
             .peek(key)
             .is_some_and(|e| e.version == version)
         {
@@ -345,7 +363,7 @@ impl ShardStore {
         }
         if self
             .tombstones
-            .map
+            .map()
             .peek(key)
             .is_some_and(|t| t.version == version)
         {
@@ -396,7 +414,7 @@ impl ShardStore {
     fn room_for_tombstone(&mut self, key: &str, now_ms: u64) -> bool {
         let replaced = self
             .tombstones
-            .map
+            .map()
             .peek(key)
             .map_or(0, |_| tombstone_size(key));
         let fits = |s: &Self| {
@@ -405,7 +423,7 @@ impl ShardStore {
         while !fits(self) {
             let oldest_due = self
                 .tombstones
-                .map
+                .map()
                 .peek_lru()
                 .is_some_and(|(k, t)| t.purge_at_ms <= now_ms && k != key);
             if !oldest_due {
@@ -451,7 +469,7 @@ impl ShardStore {
 
     fn enforce_limits(&mut self) {
         loop {
-            let over_items = self.live.map.len() > self.limits.capacity_items;
+            let over_items = self.live.map().len() > self.limits.capacity_items;
             let over_bytes = matches!(self.limits.capacity_bytes, Some(b) if self.bytes > b);
             if !over_items && !over_bytes {
                 return;
@@ -510,11 +528,11 @@ impl ShardStore {
     /// entries expired.
     pub fn sweep(&mut self, now_ms: u64) -> u64 {
         // Only entries with an expiry time can expire: with none, no scan.
-        let dead: Vec<Key> = if self.live.expiring == 0 {
+        let dead: Vec<Key> = if self.live.expiring() == 0 {
             Vec::new()
         } else {
             self.live
-                .map
+                .map()
                 .iter()
                 .filter(|(_, e)| expired(e.expires_at_ms, now_ms))
                 .map(|(k, _)| k.clone())
@@ -528,7 +546,7 @@ impl ShardStore {
         let mut purged = 0;
         while self
             .tombstones
-            .map
+            .map()
             .peek_lru()
             .is_some_and(|(_, t)| t.purge_at_ms <= now_ms)
         {
@@ -584,9 +602,9 @@ impl ShardStore {
     /// Current counters and gauges.
     pub fn stats(&self) -> ShardStats {
         ShardStats {
-            items: self.live.map.len() as u64,
+            items: self.live.map().len() as u64,
             bytes: self.bytes,
-            tombstones: self.tombstones.map.len() as u64,
+            tombstones: self.tombstones.map().len() as u64,
             tombstone_bytes: self.tombstone_bytes,
             ..self.stats
         }
@@ -1019,8 +1037,8 @@ mod leaves_stay_in_step {
                     }
                 }
                 prop_assert_eq!(&s.leaves(&rings[which]).clone(), &rebuilt(&s, &rings[which]));
-                let expiring = s.live.map.iter().filter(|(_, e)| e.expires_at_ms.is_some()).count();
-                prop_assert_eq!(s.live.expiring, expiring);
+                let expiring = s.live.map().iter().filter(|(_, e)| e.expires_at_ms.is_some()).count();
+                prop_assert_eq!(s.live.expiring(), expiring);
             }
             // Switching rings rebuilds; switching back agrees again.
             let other = &rings[1 - which];
