@@ -11,6 +11,7 @@
 //! [`VERSION_MISMATCH_CODE`], and the sender logs it (docs/architecture.md, "Rolling
 //! upgrades").
 
+use crate::merkle::SegmentLeaf;
 use crate::types::{ApplyMode, ApplyOutcome, Key, Version, Write};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -82,7 +83,7 @@ impl Call {
                 Call::Read(r) => r.key.len(),
                 Call::Ping(p) => p.members.len() * 64,
                 Call::PingReq(p) => p.members.len() * 64 + p.target_id.len(),
-                Call::AeCompare(c) => c.leaves.len() * 8,
+                Call::AeCompare(c) => c.leaves.len() * 8 + c.segments.len() * 24,
                 Call::AeFetch(f) => f.keys.iter().map(String::len).sum(),
                 Call::AcceptHints(h) => h.hints.iter().map(|(t, w)| t.len() + w.weight()).sum(),
             }
@@ -339,17 +340,41 @@ pub struct PingReqReply {
     pub members: Vec<MemberEntry>,
 }
 
-/// Anti-entropy: the sender's Merkle leaves over the keys both nodes own.
+/// Anti-entropy: the sender's Merkle leaves of the ring segments both nodes own
+/// ([`crate::merkle`]).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AeCompare {
+    /// Empty. The fixed 1024 hash buckets of earlier builds; kept so that such a node
+    /// still decodes a batch holding this call (and refuses the call alone).
+    #[serde(default)]
     pub leaves: Vec<u64>,
+    /// [`crate::ring::Ring::fingerprint`] of the sender's ring; `None` from earlier builds.
+    #[serde(default)]
+    pub ring: Option<u64>,
+    /// The sender's non-empty leaves of the shared segments, ascending by segment.
+    #[serde(default)]
+    pub segments: Vec<SegmentLeaf>,
 }
 
-/// The receiver's `(key, version)` entries of every bucket whose leaf differs.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+/// The receiver's answer to [`AeCompare`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AeCompareReply {
+    /// The shared segments whose leaves differ, ascending.
     pub buckets: Vec<u32>,
+    /// The receiver's `(key, version)` entries of the listed segments: the first
+    /// `complete` of `buckets` in full, then `buckets[complete]` in part when `partial`.
     pub entries: Vec<(Key, Version)>,
+    /// The receiver's ring has another fingerprint: nothing was compared.
+    #[serde(default)]
+    pub ring_mismatch: bool,
+    #[serde(default)]
+    pub complete: u32,
+    #[serde(default)]
+    pub partial: bool,
+    /// Per shard of the receiver (index `shards::shard_index(key, len)`): whether it is
+    /// full and so refuses a repair of a key it lacks.
+    #[serde(default)]
+    pub full_shards: Vec<bool>,
 }
 
 /// Anti-entropy: the receiver's records of `keys`.

@@ -5,8 +5,16 @@
 //! `xxh64(key)` and its owners are the first `replication` distinct nodes met walking
 //! clockwise from that point. Membership decides which nodes are in the ring (alive and
 //! suspect ones); this module only places keys.
+//!
+//! A *segment* is the hash range `(previous token, token]` that ends at one token
+//! (segment 0 also takes the range past the last token, wrapping). Every key of a segment
+//! has the same owners, so anti-entropy keeps its Merkle leaves per segment
+//! ([`crate::merkle`]). The owners of each segment are computed once, when the ring is
+//! built; [`Ring::owners_of_hash`] looks them up. [`Ring::fingerprint`] names the layout
+//! (nodes, replication, virtual nodes): two rings with the same fingerprint have the same
+//! segments and owners.
 
-use xxhash_rust::xxh64::xxh64;
+use xxhash_rust::xxh64::{xxh64, Xxh64};
 
 /// Virtual nodes per member. 160 keeps every node's share of keys within a few percent
 /// of `1/N` for small clusters while the ring stays small (160 tokens a node).
@@ -28,6 +36,11 @@ pub struct Ring {
     tokens: Vec<(u64, u32)>,
     nodes: Vec<String>,
     replication: usize,
+    /// Owners (node indexes, ring order) of every segment, `owners_per_segment` each:
+    /// segment `i` is the one ending at `tokens[i]`.
+    segment_owners: Vec<u32>,
+    owners_per_segment: usize,
+    fingerprint: u64,
 }
 
 impl Ring {
@@ -47,11 +60,90 @@ impl Ring {
             }
         }
         tokens.sort_unstable();
+        let want = replication.min(nodes.len());
+        let mut segment_owners: Vec<u32> = Vec::with_capacity(tokens.len() * want);
+        for start in 0..tokens.len() {
+            let first = segment_owners.len();
+            for i in 0..tokens.len() {
+                let idx = tokens[(start + i) % tokens.len()].1;
+                if !segment_owners[first..].contains(&idx) {
+                    segment_owners.push(idx);
+                    if segment_owners.len() - first == want {
+                        break;
+                    }
+                }
+            }
+        }
+        let mut fp = Xxh64::new(0x7269_6e67);
+        fp.update(&(VIRTUAL_NODES as u64).to_le_bytes());
+        fp.update(&(replication as u64).to_le_bytes());
+        for n in &nodes {
+            fp.update(&(n.len() as u64).to_le_bytes());
+            fp.update(n.as_bytes());
+        }
         Self {
             tokens,
             nodes,
             replication,
+            segment_owners,
+            owners_per_segment: want,
+            fingerprint: fp.digest(),
         }
+    }
+
+    /// Names this layout: equal for rings of the same nodes, replication and virtual
+    /// nodes (and then their segments and owners are equal too).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Number of segments (one per token; 0 for an empty ring).
+    pub fn segments(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// The segment holding ring position `hash`; `None` for an empty ring.
+    pub fn segment_of_hash(&self, hash: u64) -> Option<usize> {
+        if self.tokens.is_empty() {
+            return None;
+        }
+        Some(self.tokens.partition_point(|(t, _)| *t < hash) % self.tokens.len())
+    }
+
+    /// The owners of segment `seg`, in ring order (empty when out of range).
+    pub fn segment_owners(&self, seg: usize) -> Vec<&str> {
+        self.owner_indexes(seg)
+            .iter()
+            .map(|i| self.nodes[*i as usize].as_str())
+            .collect()
+    }
+
+    fn owner_indexes(&self, seg: usize) -> &[u32] {
+        let w = self.owners_per_segment;
+        self.segment_owners
+            .get(seg * w..(seg + 1) * w)
+            .unwrap_or_default()
+    }
+
+    /// The segments whose owners include both `a` and `b`, ascending.
+    pub fn shared_segments(&self, a: &str, b: &str) -> Vec<u32> {
+        let (Some(ia), Some(ib)) = (self.index_of(a), self.index_of(b)) else {
+            return Vec::new();
+        };
+        (0..self.segments())
+            .filter(|s| {
+                let o = self.owner_indexes(*s);
+                o.contains(&ia) && o.contains(&ib)
+            })
+            .map(|s| s as u32)
+            .collect()
+    }
+
+    fn index_of(&self, node: &str) -> Option<u32> {
+        self.nodes
+            .binary_search_by(|n| n.as_str().cmp(node))
+            .ok()
+            .map(|i| i as u32)
     }
 
     /// Owners per key asked for (the configured replication factor).
@@ -66,31 +158,14 @@ impl Ring {
 
     /// True when `node` is in the ring.
     pub fn contains(&self, node: &str) -> bool {
-        self.nodes
-            .binary_search_by(|n| n.as_str().cmp(node))
-            .is_ok()
+        self.index_of(node).is_some()
     }
 
     /// The owners of a ring position, in ring order: at most `replication` distinct nodes
     /// (fewer when the ring has fewer nodes).
     pub fn owners_of_hash(&self, hash: u64) -> Vec<&str> {
-        let want = self.replication.min(self.nodes.len());
-        let mut out: Vec<&str> = Vec::with_capacity(want);
-        if want == 0 {
-            return out;
-        }
-        let start = self.tokens.partition_point(|(t, _)| *t < hash);
-        for i in 0..self.tokens.len() {
-            let (_, idx) = self.tokens[(start + i) % self.tokens.len()];
-            let n = self.nodes[idx as usize].as_str();
-            if !out.contains(&n) {
-                out.push(n);
-                if out.len() == want {
-                    break;
-                }
-            }
-        }
-        out
+        self.segment_of_hash(hash)
+            .map_or_else(Vec::new, |seg| self.segment_owners(seg))
     }
 
     /// The owners of `key`, in ring order.
@@ -190,6 +265,83 @@ mod tests {
                 assert!(after.contains(o), "{k}: {o} lost ownership");
             }
         }
+    }
+
+    /// The owners walk of the original ring: the first `replication` distinct nodes
+    /// clockwise from `hash`.
+    fn walk(r: &Ring, hash: u64) -> Vec<&str> {
+        let want = r.replication.min(r.nodes.len());
+        let mut out: Vec<&str> = Vec::new();
+        let start = r.tokens.partition_point(|(t, _)| *t < hash);
+        for i in 0..r.tokens.len() {
+            let n = r.nodes[r.tokens[(start + i) % r.tokens.len()].1 as usize].as_str();
+            if out.len() < want && !out.contains(&n) {
+                out.push(n);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn segments_have_one_owner_set_and_match_the_walk() {
+        let r = five();
+        assert_eq!(r.segments(), 5 * VIRTUAL_NODES);
+        for i in 0..5_000u64 {
+            let h = key_hash(&format!("k{i}"));
+            let seg = r.segment_of_hash(h).unwrap();
+            assert_eq!(r.owners_of_hash(h), walk(&r, h));
+            assert_eq!(r.segment_owners(seg), walk(&r, h));
+        }
+        // Both ends of the hash space, and exact token positions.
+        for h in [0, u64::MAX, r.tokens[0].0, r.tokens[7].0, r.tokens[7].0 + 1] {
+            assert_eq!(r.owners_of_hash(h), walk(&r, h), "{h}");
+        }
+        assert_eq!(
+            r.segment_of_hash(u64::MAX),
+            Some(0),
+            "past the last token wraps"
+        );
+        assert_eq!(Ring::default().segment_of_hash(1), None);
+    }
+
+    #[test]
+    fn fingerprint_names_the_layout() {
+        let a = five();
+        let b = Ring::new((1..=5).rev().map(|i| format!("node-{i}")), 3);
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        assert_ne!(
+            a.fingerprint(),
+            Ring::new((1..=5).map(|i| format!("node-{i}")), 2).fingerprint()
+        );
+        assert_ne!(
+            a.fingerprint(),
+            Ring::new((1..=4).map(|i| format!("node-{i}")), 3).fingerprint()
+        );
+        // Node ids are length-prefixed: ["ab", "c"] is not ["a", "bc"].
+        assert_ne!(
+            Ring::new(["ab", "c"], 2).fingerprint(),
+            Ring::new(["a", "bc"], 2).fingerprint()
+        );
+    }
+
+    #[test]
+    fn shared_segments_are_those_owned_by_both() {
+        let r = five();
+        let shared = r.shared_segments("node-1", "node-2");
+        assert!(!shared.is_empty());
+        for s in 0..r.segments() {
+            let o = r.segment_owners(s);
+            let both = o.contains(&"node-1") && o.contains(&"node-2");
+            assert_eq!(
+                both,
+                shared.binary_search(&(s as u32)).is_ok(),
+                "segment {s}"
+            );
+        }
+        assert!(r.shared_segments("node-1", "stranger").is_empty());
+        // With three nodes and RF 3, every segment is shared by every pair.
+        let three = Ring::new(["a", "b", "c"], 3);
+        assert_eq!(three.shared_segments("a", "c").len(), three.segments());
     }
 
     #[test]

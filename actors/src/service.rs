@@ -8,12 +8,11 @@
 //! Does not own listeners, auth or HTTP status codes ([`ServiceError`] says what went
 //! wrong; the HTTP layer maps it).
 
-use crate::anti_entropy::shared_entries;
 use crate::error::CacheError;
 use crate::hint_queue::HintMsg;
 use crate::hlc::{Hlc, MAX_DRIFT_MS};
 use crate::membership::{ClusterView, MembershipMsg, Sender};
-use crate::merkle::{bucket_of, MerkleTree, BUCKETS};
+use crate::merkle::{check_leaves, differing, listable};
 use crate::metrics::Metrics;
 use crate::proto::{
     decode_envelope, encode, AcceptHints, AcceptHintsReply, AeCompare, AeCompareReply, AeFetch,
@@ -38,8 +37,8 @@ const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most keys one anti-entropy fetch may ask for (duplicates are dropped first).
 pub const MAX_AE_FETCH_KEYS: usize = 4096;
 /// Most key and value bytes one anti-entropy reply carries; a fetch reply stops early
-/// (the asker takes the prefix and asks again next round), a compare reply lists fewer
-/// entries.
+/// (the asker takes the prefix and asks for the rest), a compare reply lists the entries
+/// of fewer segments.
 pub const MAX_AE_REPLY_BYTES: usize = 8 << 20;
 /// Anti-entropy requests (compare or fetch) answered at once; more get `OVERLOADED`.
 pub const MAX_AE_IN_FLIGHT: usize = 2;
@@ -286,36 +285,60 @@ impl DistService {
         Ok(out)
     }
 
-    /// A peer's Merkle leaves over the keys both own; answers with this node's entries of
-    /// every bucket that differs.
+    /// A peer's Merkle leaves of the ring segments both own; answers with the segments
+    /// that differ and this node's entries of as many of them as fit
+    /// [`MAX_AE_REPLY_BYTES`], or `ring_mismatch` when the two rings differ (the asker
+    /// skips this node until the views agree).
+    ///
+    /// The leaves are checked before use: ascending, each segment once, each one both
+    /// nodes own, none empty.
     async fn ae_compare(&self, from: &str, req: AeCompare) -> Result<AeCompareReply, CacheError> {
-        if req.leaves.len() != BUCKETS {
-            return Err(CacheError::BadRequest(format!(
-                "expected {BUCKETS} Merkle leaves, got {}",
-                req.leaves.len()
-            )));
-        }
-        let _permit = self.ae_permit()?;
+        let Some(fingerprint) = req.ring else {
+            return Err(CacheError::BadRequest(
+                "an anti-entropy compare without a ring fingerprint (the peer runs an earlier build)"
+                    .into(),
+            ));
+        };
         let view = self.view.borrow().clone();
-        let all = self.shards.versions().await?;
-        let shared = shared_entries(&view, &all, &self.me, from);
-        let mine = MerkleTree::build(shared.iter().map(|(k, v)| (k.as_str(), *v)));
-        let buckets = mine.diff(&MerkleTree::from_leaves(req.leaves));
-        let wanted: std::collections::HashSet<usize> = buckets.iter().copied().collect();
-        let mut budget = MAX_AE_REPLY_BYTES;
-        let entries = shared
-            .into_iter()
-            .filter(|(k, _)| wanted.contains(&bucket_of(k)))
-            .take_while(|(k, _)| {
-                let n = k.len() + 24;
-                let fits = n <= budget;
-                budget = budget.saturating_sub(n);
-                fits
-            })
-            .collect();
+        let ring = Arc::new(view.ring.clone());
+        if fingerprint != ring.fingerprint() {
+            Metrics::inc(&self.metrics.anti_entropy_ring_mismatch_total);
+            return Ok(AeCompareReply {
+                ring_mismatch: true,
+                ..AeCompareReply::default()
+            });
+        }
+        let shared = ring.shared_segments(&self.me, from);
+        check_leaves(&req.segments, &shared).map_err(|e| {
+            Metrics::inc(&self.metrics.dist_refused_total);
+            CacheError::BadRequest(e.to_string())
+        })?;
+        let _permit = self.ae_permit()?;
+        let mine = self.shards.leaves(&ring).await?;
+        let buckets = differing(&shared, &mine.leaves, &req.segments);
+        let listed = listable(&buckets, &mine.leaves, MAX_AE_REPLY_BYTES as u64);
+        self.metrics
+            .anti_entropy_segments_listed_total
+            .fetch_add(listed as u64, Relaxed);
+        let listing = self
+            .shards
+            .segment_entries(&ring, &buckets[..listed], MAX_AE_REPLY_BYTES)
+            .await?;
+        let complete = buckets[..listed]
+            .iter()
+            .take_while(|s| listing.complete(**s))
+            .count();
         Ok(AeCompareReply {
-            buckets: buckets.into_iter().map(|b| b as u32).collect(),
-            entries,
+            complete: complete as u32,
+            partial: complete < listed,
+            entries: listing
+                .entries
+                .into_iter()
+                .map(|(_, k, v)| (k, v))
+                .collect(),
+            buckets,
+            ring_mismatch: false,
+            full_shards: mine.full,
         })
     }
 

@@ -5,10 +5,22 @@
 //! replication (the coordinator). A shard that fails is restarted empty by the root
 //! supervisor; in a cluster, anti-entropy and rebalance refill it.
 
+use crate::merkle::{Leaf, Listing};
+use crate::ring::Ring;
 use crate::store::{ApplyError, ShardLimits, ShardStats, ShardStore};
 use crate::types::{now_ms, ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// A shard's anti-entropy leaves and whether it is full.
+#[derive(Debug, Clone, Default)]
+pub struct ShardLeaves {
+    /// Non-empty segments' leaves.
+    pub leaves: Vec<(u32, Leaf)>,
+    /// One more live item would evict (a `Fill` repair of a missing key is refused).
+    pub full: bool,
+}
 
 /// Messages of a shard.
 pub enum ShardMsg {
@@ -32,6 +44,20 @@ pub enum ShardMsg {
     },
     /// Every record's key and version (live and tombstones); answered with the list.
     Versions(RpcReplyPort<Vec<(Key, Version)>>),
+    /// The anti-entropy leaves for `ring` (rebuilt first if they were kept for another
+    /// ring) and whether the shard is full; answered with [`ShardLeaves`].
+    Leaves {
+        ring: Arc<Ring>,
+        reply: RpcReplyPort<ShardLeaves>,
+    },
+    /// The `(key, version)` of the records in `segments` (ascending), cut at `max_bytes`;
+    /// answered with the [`Listing`].
+    SegmentEntries {
+        ring: Arc<Ring>,
+        segments: Arc<[u32]>,
+        max_bytes: usize,
+        reply: RpcReplyPort<Listing>,
+    },
     /// The raw records of `keys` (no LRU or counter change); answered in order.
     Records {
         keys: Vec<Key>,
@@ -113,6 +139,26 @@ impl Actor for ShardActor {
             }
             ShardMsg::Versions(reply) => {
                 let _ = reply.send(state.store.versions());
+            }
+            ShardMsg::Leaves { ring, reply } => {
+                let leaves = state
+                    .store
+                    .leaves(&ring)
+                    .iter()
+                    .map(|(s, l)| (*s, *l))
+                    .collect();
+                let _ = reply.send(ShardLeaves {
+                    leaves,
+                    full: state.store.is_full(),
+                });
+            }
+            ShardMsg::SegmentEntries {
+                ring,
+                segments,
+                max_bytes,
+                reply,
+            } => {
+                let _ = reply.send(state.store.segment_entries(&ring, &segments, max_bytes));
             }
             ShardMsg::Records { keys, reply } => {
                 let now = now_ms();

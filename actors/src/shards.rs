@@ -6,11 +6,14 @@
 
 use crate::error::CacheError;
 use crate::hlc::MAX_DRIFT_MS;
+use crate::merkle::{Leaf, Listing};
+use crate::ring::Ring;
 use crate::shard::ShardMsg;
 use crate::store::{ApplyError, ShardStats};
 use crate::types::{admit, now_ms, ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use ractor::rpc::CallResult;
 use ractor::{ActorRef, RpcReplyPort};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -36,6 +39,21 @@ struct Contact {
     /// Milliseconds after `start` when a majority was last seen.
     majority_seen_ms: AtomicU64,
     retention: Duration,
+}
+
+/// The node's anti-entropy leaves (all shards merged) and which shards are full.
+#[derive(Debug, Clone, Default)]
+pub struct NodeLeaves {
+    pub leaves: HashMap<u32, Leaf>,
+    /// Per shard index: one more live item would evict.
+    pub full: Vec<bool>,
+}
+
+impl NodeLeaves {
+    /// True when the shard that would hold `key` is full.
+    pub fn full_for(&self, key: &str) -> bool {
+        !self.full.is_empty() && self.full[shard_index(key, self.full.len())]
+    }
 }
 
 /// Cloneable handle to the shard table.
@@ -226,6 +244,54 @@ impl Shards {
         for i in 0..self.len() {
             out.extend(self.call_index(i, ShardMsg::Versions).await?);
         }
+        Ok(out)
+    }
+
+    /// Every shard's anti-entropy leaves for `ring`, merged, and which shards are full.
+    pub async fn leaves(&self, ring: &Arc<Ring>) -> Result<NodeLeaves, CacheError> {
+        let mut out = NodeLeaves::default();
+        for i in 0..self.len() {
+            let r = ring.clone();
+            let shard = self
+                .call_index(i, move |reply| ShardMsg::Leaves {
+                    ring: r.clone(),
+                    reply,
+                })
+                .await?;
+            for (s, l) in shard.leaves {
+                out.leaves.entry(s).or_default().merge(&l);
+            }
+            out.full.push(shard.full);
+        }
+        Ok(out)
+    }
+
+    /// The `(key, version)` of every record in `segments` (ascending) over all shards,
+    /// by segment then key, cut at `max_bytes` (see [`Listing`]).
+    pub async fn segment_entries(
+        &self,
+        ring: &Arc<Ring>,
+        segments: &[u32],
+        max_bytes: usize,
+    ) -> Result<Listing, CacheError> {
+        let mut out = Listing::default();
+        if segments.is_empty() || self.stale() {
+            return Ok(out);
+        }
+        let segments: Arc<[u32]> = segments.into();
+        for i in 0..self.len() {
+            let (r, s) = (ring.clone(), segments.clone());
+            out.merge(
+                self.call_index(i, move |reply| ShardMsg::SegmentEntries {
+                    ring: r.clone(),
+                    segments: s.clone(),
+                    max_bytes,
+                    reply,
+                })
+                .await?,
+            );
+        }
+        out.finish(max_bytes);
         Ok(out)
     }
 

@@ -18,10 +18,17 @@
 //!   tombstones past retention are purged) is refused ([`ApplyError::TombstonesFull`]);
 //!   an expired value that finds the budget full is dropped without a tombstone
 //!   (counted: every replica expires it at the same instant anyway).
+//! - The anti-entropy leaves ([`SegmentLeaves`]) always equal leaves rebuilt from the
+//!   records held: live values and tombstones are held in [`Records`], whose every change
+//!   of a key's version (insert, overwrite, tombstone, expiry, eviction, release, purge)
+//!   goes through it and updates the leaves.
 
+use crate::merkle::{Leaf, Listing, SegmentLeaves};
+use crate::ring::Ring;
 use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use bytes::Bytes;
-use lru::LruCache;
+use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A live entry.
 #[derive(Debug, Clone)]
@@ -37,6 +44,105 @@ struct Tombstone {
     version: Version,
     purge_at_ms: u64,
 }
+
+/// A record that carries a version.
+trait Versioned {
+    fn version(&self) -> Version;
+    /// Whether it has an expiry time (so the sweep must look at it).
+    fn expires(&self) -> bool {
+        false
+    }
+}
+
+impl Versioned for Entry {
+    fn version(&self) -> Version {
+        self.version
+    }
+    fn expires(&self) -> bool {
+        self.expires_at_ms.is_some()
+    }
+}
+
+impl Versioned for Tombstone {
+    fn version(&self) -> Version {
+        self.version
+    }
+}
+
+mod records {
+    //! [`Records`], in a module of its own so that nothing else can change its map.
+    use super::Versioned;
+    use crate::merkle::SegmentLeaves;
+    use crate::types::{Key, Version};
+    use lru::LruCache;
+
+    /// An LRU map of records and the one place that changes it: every key that appears,
+    /// goes, or changes version is reported to the leaves passed in, so they stay equal to
+    /// leaves rebuilt from the records. Reads go through [`Records::map`].
+    pub(super) struct Records<V> {
+        map: LruCache<Key, V>,
+        /// Records with an expiry time.
+        expiring: usize,
+    }
+
+    impl<V: Versioned> Records<V> {
+        /// The records, read-only.
+        pub(super) fn map(&self) -> &LruCache<Key, V> {
+            &self.map
+        }
+
+        /// How many records have an expiry time.
+        pub(super) fn expiring(&self) -> usize {
+            self.expiring
+        }
+
+        pub(super) fn new() -> Self {
+            Self {
+                map: LruCache::unbounded(),
+                expiring: 0,
+            }
+        }
+
+        fn gone(&mut self, leaves: &mut SegmentLeaves, key: &str, old: &V) {
+            leaves.remove(key, old.version());
+            self.expiring -= usize::from(old.expires());
+        }
+
+        /// Inserts or replaces (and refreshes) `key`; returns the record it replaced.
+        pub(super) fn put(&mut self, leaves: &mut SegmentLeaves, key: &str, rec: V) -> Option<V> {
+            let v = rec.version();
+            self.expiring += usize::from(rec.expires());
+            let old = self.map.put(key.to_owned(), rec);
+            if let Some(o) = &old {
+                self.gone(leaves, key, o);
+            }
+            leaves.add(key, v);
+            old
+        }
+
+        pub(super) fn pop(&mut self, leaves: &mut SegmentLeaves, key: &str) -> Option<V> {
+            let old = self.map.pop(key)?;
+            self.gone(leaves, key, &old);
+            Some(old)
+        }
+
+        pub(super) fn pop_lru(&mut self, leaves: &mut SegmentLeaves) -> Option<(Key, V)> {
+            let (k, old) = self.map.pop_lru()?;
+            self.gone(leaves, &k, &old);
+            Some((k, old))
+        }
+
+        /// Reads `key` and makes it the most recently used (no version change).
+        pub(super) fn get(&mut self, key: &str) -> Option<&V> {
+            self.map.get(key)
+        }
+
+        pub(super) fn versions(&self) -> impl Iterator<Item = (&str, Version)> {
+            self.map.iter().map(|(k, r)| (k.as_str(), r.version()))
+        }
+    }
+}
+use records::Records;
 
 /// Limits of one shard.
 #[derive(Debug, Clone, Copy)]
@@ -109,8 +215,9 @@ impl std::ops::AddAssign for ShardStats {
 
 /// One shard's data.
 pub struct ShardStore {
-    live: LruCache<Key, Entry>,
-    tombstones: LruCache<Key, Tombstone>,
+    live: Records<Entry>,
+    tombstones: Records<Tombstone>,
+    leaves: SegmentLeaves,
     limits: ShardLimits,
     bytes: u64,
     tombstone_bytes: u64,
@@ -128,8 +235,9 @@ fn expired(expires_at_ms: Option<u64>, now_ms: u64) -> bool {
 impl ShardStore {
     pub fn new(limits: ShardLimits) -> Self {
         Self {
-            live: LruCache::unbounded(),
-            tombstones: LruCache::unbounded(),
+            live: Records::new(),
+            tombstones: Records::new(),
+            leaves: SegmentLeaves::default(),
             limits,
             bytes: 0,
             tombstone_bytes: 0,
@@ -139,9 +247,11 @@ impl ShardStore {
 
     /// Drops every record and tombstone (the counters stay); how many records went.
     pub fn clear(&mut self) -> u64 {
-        let n = (self.live.len() + self.tombstones.len()) as u64;
-        self.live.clear();
-        self.tombstones.clear();
+        let n = (self.live.map().len() + self.tombstones.map().len()) as u64;
+        self.live = Records::new();
+        self.tombstones = Records::new();
+        // No records, no leaves: they are rebuilt for the ring the next compare names.
+        self.leaves = SegmentLeaves::default();
         self.bytes = 0;
         self.tombstone_bytes = 0;
         n
@@ -179,7 +289,7 @@ impl ShardStore {
                 expires_at_ms: st.expires_at_ms,
             });
         }
-        self.tombstones.peek(key).map(|t| Write {
+        self.tombstones.map().peek(key).map(|t| Write {
             version: t.version,
             value: None,
             expires_at_ms: None,
@@ -190,14 +300,15 @@ impl ShardStore {
     /// order or counters.
     pub fn version_of(&self, key: &str) -> Option<Version> {
         self.live
+            .map()
             .peek(key)
             .map(|e| e.version)
-            .or_else(|| self.tombstones.peek(key).map(|t| t.version))
+            .or_else(|| self.tombstones.map().peek(key).map(|t| t.version))
     }
 
     /// True when one more live item would force an eviction.
     pub fn is_full(&self) -> bool {
-        self.live.len() >= self.limits.capacity_items
+        self.live.map().len() >= self.limits.capacity_items
             || matches!(self.limits.capacity_bytes, Some(b) if self.bytes >= b)
     }
 
@@ -224,19 +335,17 @@ impl ShardStore {
 
     /// Every key this shard has a record for (live or tombstone) with its version.
     pub fn versions(&self) -> Vec<(Key, Version)> {
-        let mut out: Vec<(Key, Version)> = self
-            .live
-            .iter()
-            .map(|(k, e)| (k.clone(), e.version))
-            .collect();
-        out.extend(self.tombstones.iter().map(|(k, t)| (k.clone(), t.version)));
-        out
+        self.live
+            .versions()
+            .chain(self.tombstones.versions())
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
     }
 
     /// The raw record of `key` (live value or tombstone) without touching LRU order or
     /// counters; expired values are reported as absent.
     pub fn peek_record(&self, key: &str, now_ms: u64) -> Option<Write> {
-        if let Some(e) = self.live.peek(key) {
+        if let Some(e) = self.live.map().peek(key) {
             if expired(e.expires_at_ms, now_ms) {
                 return None;
             }
@@ -246,7 +355,7 @@ impl ShardStore {
                 expires_at_ms: e.expires_at_ms,
             });
         }
-        self.tombstones.peek(key).map(|t| Write {
+        self.tombstones.map().peek(key).map(|t| Write {
             version: t.version,
             value: None,
             expires_at_ms: None,
@@ -256,11 +365,17 @@ impl ShardStore {
     /// Drops this shard's copy of `key` if it still holds exactly `version` (used after
     /// the key's new owners acknowledged it). Returns whether it was dropped.
     pub fn release(&mut self, key: &str, version: Version) -> bool {
-        if self.live.peek(key).is_some_and(|e| e.version == version) {
+        if self
+            .live
+            .map()
+            .peek(key)
+            .is_some_and(|e| e.version == version)
+        {
             return self.remove_live(key);
         }
         if self
             .tombstones
+            .map()
             .peek(key)
             .is_some_and(|t| t.version == version)
         {
@@ -309,19 +424,24 @@ impl ShardStore {
     /// their retention (the oldest are at the LRU end: tombstones are ordered by when
     /// they were written, and all share one retention).
     fn room_for_tombstone(&mut self, key: &str, now_ms: u64) -> bool {
-        let replaced = self.tombstones.peek(key).map_or(0, |_| tombstone_size(key));
+        let replaced = self
+            .tombstones
+            .map()
+            .peek(key)
+            .map_or(0, |_| tombstone_size(key));
         let fits = |s: &Self| {
             s.tombstone_bytes - replaced + tombstone_size(key) <= s.limits.tombstone_bytes
         };
         while !fits(self) {
             let oldest_due = self
                 .tombstones
+                .map()
                 .peek_lru()
                 .is_some_and(|(k, t)| t.purge_at_ms <= now_ms && k != key);
             if !oldest_due {
                 return false;
             }
-            if let Some((k, _)) = self.tombstones.pop_lru() {
+            if let Some((k, _)) = self.tombstones.pop_lru(&mut self.leaves) {
                 self.tombstone_bytes -= tombstone_size(&k);
                 self.stats.tombstones_purged += 1;
             }
@@ -330,7 +450,7 @@ impl ShardStore {
     }
 
     fn pop_tombstone(&mut self, key: &str) -> bool {
-        match self.tombstones.pop(key) {
+        match self.tombstones.pop(&mut self.leaves, key) {
             Some(_) => {
                 self.tombstone_bytes -= tombstone_size(key);
                 true
@@ -352,7 +472,7 @@ impl ShardStore {
             version,
             expires_at_ms,
         };
-        if let Some(old) = self.live.put(key.to_owned(), entry) {
+        if let Some(old) = self.live.put(&mut self.leaves, key, entry) {
             self.bytes -= entry_bytes(key, &old.value);
         }
         self.bytes += size;
@@ -361,12 +481,12 @@ impl ShardStore {
 
     fn enforce_limits(&mut self) {
         loop {
-            let over_items = self.live.len() > self.limits.capacity_items;
+            let over_items = self.live.map().len() > self.limits.capacity_items;
             let over_bytes = matches!(self.limits.capacity_bytes, Some(b) if self.bytes > b);
             if !over_items && !over_bytes {
                 return;
             }
-            match self.live.pop_lru() {
+            match self.live.pop_lru(&mut self.leaves) {
                 Some((k, e)) => {
                     self.bytes -= entry_bytes(&k, &e.value);
                     self.stats.evictions += 1;
@@ -380,7 +500,7 @@ impl ShardStore {
     /// that still holds an older value cannot bring it back.
     /// (When the tombstone budget has no room, the value is dropped without one.)
     fn expire_to_tombstone(&mut self, key: &str, now_ms: u64) {
-        if let Some(e) = self.live.pop(key) {
+        if let Some(e) = self.live.pop(&mut self.leaves, key) {
             self.bytes -= entry_bytes(key, &e.value);
             self.stats.expirations += 1;
             if self.room_for_tombstone(key, now_ms) {
@@ -394,7 +514,8 @@ impl ShardStore {
     /// Adds (or replaces) the tombstone of `key`; the caller checked the budget.
     fn put_tombstone(&mut self, key: &str, version: Version, now_ms: u64) {
         let old = self.tombstones.put(
-            key.to_owned(),
+            &mut self.leaves,
+            key,
             Tombstone {
                 version,
                 purge_at_ms: now_ms.saturating_add(self.limits.tombstone_retention_ms),
@@ -406,7 +527,7 @@ impl ShardStore {
     }
 
     fn remove_live(&mut self, key: &str) -> bool {
-        match self.live.pop(key) {
+        match self.live.pop(&mut self.leaves, key) {
             Some(e) => {
                 self.bytes -= entry_bytes(key, &e.value);
                 true
@@ -418,34 +539,84 @@ impl ShardStore {
     /// Removes expired entries and tombstones past retention. Returns how many live
     /// entries expired.
     pub fn sweep(&mut self, now_ms: u64) -> u64 {
-        let dead: Vec<Key> = self
-            .live
-            .iter()
-            .filter(|(_, e)| expired(e.expires_at_ms, now_ms))
-            .map(|(k, _)| k.clone())
-            .collect();
+        // Only entries with an expiry time can expire: with none, no scan.
+        let dead: Vec<Key> = if self.live.expiring() == 0 {
+            Vec::new()
+        } else {
+            self.live
+                .map()
+                .iter()
+                .filter(|(_, e)| expired(e.expires_at_ms, now_ms))
+                .map(|(k, _)| k.clone())
+                .collect()
+        };
         for k in &dead {
             self.expire_to_tombstone(k, now_ms);
         }
-        let old: Vec<Key> = self
+        // Tombstones are in the order they were written and share one retention: the
+        // ones due are at the LRU end.
+        let mut purged = 0;
+        while self
             .tombstones
-            .iter()
-            .filter(|(_, t)| t.purge_at_ms <= now_ms)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &old {
-            self.pop_tombstone(k);
+            .map()
+            .peek_lru()
+            .is_some_and(|(_, t)| t.purge_at_ms <= now_ms)
+        {
+            if let Some((k, _)) = self.tombstones.pop_lru(&mut self.leaves) {
+                self.tombstone_bytes -= tombstone_size(&k);
+                purged += 1;
+            }
         }
-        self.stats.tombstones_purged += old.len() as u64;
+        self.stats.tombstones_purged += purged;
         dead.len() as u64
+    }
+
+    /// Keeps the leaves for `ring`: rebuilt from the records when they were kept for
+    /// another ring (or none), which happens once per ring change.
+    fn use_ring(&mut self, ring: &Arc<Ring>) {
+        if self.leaves.fingerprint() != Some(ring.fingerprint()) {
+            let records = self.live.versions().chain(self.tombstones.versions());
+            self.leaves.rebuild(ring.clone(), records);
+        }
+    }
+
+    /// The anti-entropy leaves of this shard's records for `ring` (non-empty segments).
+    pub fn leaves(&mut self, ring: &Arc<Ring>) -> &HashMap<u32, Leaf> {
+        self.use_ring(ring);
+        self.leaves.leaves()
+    }
+
+    /// The `(key, version)` of every record in `segments` (ascending), by segment then
+    /// key, cut once the entries pass `max_bytes` ([`crate::merkle::entry_weight`]). Scans the shard:
+    /// asked only for segments whose leaves differ.
+    pub fn segment_entries(
+        &mut self,
+        ring: &Arc<Ring>,
+        segments: &[u32],
+        max_bytes: usize,
+    ) -> Listing {
+        self.use_ring(ring);
+        let mut entries: Vec<(u32, Key, Version)> = Vec::new();
+        if !segments.is_empty() {
+            for (k, v) in self.live.versions().chain(self.tombstones.versions()) {
+                if let Some(s) = self.leaves.segment_of(k) {
+                    if segments.binary_search(&s).is_ok() {
+                        entries.push((s, k.to_owned(), v));
+                    }
+                }
+            }
+        }
+        let mut listing = Listing { entries, cut: None };
+        listing.finish(max_bytes);
+        listing
     }
 
     /// Current counters and gauges.
     pub fn stats(&self) -> ShardStats {
         ShardStats {
-            items: self.live.len() as u64,
+            items: self.live.map().len() as u64,
             bytes: self.bytes,
-            tombstones: self.tombstones.len() as u64,
+            tombstones: self.tombstones.map().len() as u64,
             tombstone_bytes: self.tombstone_bytes,
             ..self.stats
         }
@@ -778,5 +949,185 @@ mod merge_laws {
             shuffled.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed));
             prop_assert_eq!(visible(&shuffled, now), expected);
         }
+    }
+}
+
+#[cfg(test)]
+mod leaves_stay_in_step {
+    //! Property: after any sequence of mutations (writes, overwrites, deletes, expiry
+    //! on read and by sweep, eviction at capacity, release, tombstone purge, a ring
+    //! change), the leaves kept incrementally equal leaves rebuilt from the records.
+    use super::*;
+    use crate::merkle::entry_weight;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put { key: u8, hlc: u64, ttl: Option<u64> },
+        Delete { key: u8, hlc: u64 },
+        Fill { key: u8, hlc: u64 },
+        Get { key: u8 },
+        Release { key: u8 },
+        Sweep,
+        Tick(u64),
+        NewRing,
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0u8..40, 1u64..1_000, proptest::option::of(1u64..50))
+                .prop_map(|(key, hlc, ttl)| Op::Put { key, hlc, ttl }),
+            2 => (0u8..40, 1u64..1_000).prop_map(|(key, hlc)| Op::Delete { key, hlc }),
+            1 => (0u8..40, 1u64..1_000).prop_map(|(key, hlc)| Op::Fill { key, hlc }),
+            1 => (0u8..40).prop_map(|key| Op::Get { key }),
+            1 => (0u8..40).prop_map(|key| Op::Release { key }),
+            1 => Just(Op::Sweep),
+            1 => (1u64..40).prop_map(Op::Tick),
+            1 => Just(Op::NewRing),
+        ]
+    }
+
+    fn rebuilt(s: &ShardStore, ring: &Arc<Ring>) -> HashMap<u32, Leaf> {
+        let mut l = SegmentLeaves::default();
+        let records = s.live.versions().chain(s.tombstones.versions());
+        l.rebuild(ring.clone(), records);
+        l.leaves().clone()
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_leaves_equal_rebuilt_leaves(
+            ops in proptest::collection::vec(arb_op(), 0..200),
+            items in 1usize..12,
+            tomb_budget in 1u64..10,
+        ) {
+            let rings = [
+                Arc::new(Ring::new(["a", "b", "c"], 2)),
+                Arc::new(Ring::new(["a", "b", "c", "d"], 2)),
+            ];
+            let mut which = 0;
+            let mut s = ShardStore::new(ShardLimits {
+                capacity_items: items,
+                capacity_bytes: Some(60),
+                tombstone_retention_ms: 30,
+                tombstone_bytes: tomb_budget * (2 + TOMBSTONE_OVERHEAD),
+            });
+            s.leaves(&rings[which]);
+            let mut now = 0u64;
+            for op in ops {
+                let k = |key: u8| format!("{key:02}");
+                match op {
+                    Op::Put { key, hlc, ttl } => {
+                        let w = Write {
+                            version: Version { hlc, origin: 1 },
+                            value: Some(Bytes::from(vec![b'v'; (hlc % 7) as usize])),
+                            expires_at_ms: ttl.map(|t| now + t),
+                        };
+                        let _ = s.apply(&k(key), &w, now);
+                    }
+                    Op::Delete { key, hlc } => {
+                        let w = Write { version: Version { hlc, origin: 2 }, value: None, expires_at_ms: None };
+                        let _ = s.apply(&k(key), &w, now);
+                    }
+                    Op::Fill { key, hlc } => {
+                        let w = Write {
+                            version: Version { hlc, origin: 3 },
+                            value: Some(Bytes::from_static(b"f")),
+                            expires_at_ms: None,
+                        };
+                        let _ = s.apply_mode(&k(key), &w, ApplyMode::Fill, now);
+                    }
+                    Op::Get { key } => { let _ = s.get(&k(key), now); }
+                    Op::Release { key } => {
+                        if let Some(v) = s.version_of(&k(key)) { s.release(&k(key), v); }
+                    }
+                    Op::Sweep => { s.sweep(now); }
+                    Op::Tick(ms) => now += ms,
+                    Op::NewRing => {
+                        which = 1 - which;
+                        s.leaves(&rings[which]);
+                    }
+                }
+                prop_assert_eq!(&s.leaves(&rings[which]).clone(), &rebuilt(&s, &rings[which]));
+                let expiring = s.live.map().iter().filter(|(_, e)| e.expires_at_ms.is_some()).count();
+                prop_assert_eq!(s.live.expiring(), expiring);
+            }
+            // Switching rings rebuilds; switching back agrees again.
+            let other = &rings[1 - which];
+            prop_assert_eq!(&s.leaves(other).clone(), &rebuilt(&s, other));
+        }
+    }
+
+    #[test]
+    fn equal_replicas_list_nothing_and_listings_follow_segments() {
+        let ring = Arc::new(Ring::new(["a", "b", "c"], 3));
+        let limits = ShardLimits {
+            capacity_items: 1_000,
+            capacity_bytes: None,
+            tombstone_retention_ms: 1_000,
+            tombstone_bytes: u64::MAX,
+        };
+        let (mut a, mut b) = (ShardStore::new(limits), ShardStore::new(limits));
+        for i in 0..300u64 {
+            let w = Write {
+                version: Version {
+                    hlc: i + 1,
+                    origin: 1,
+                },
+                value: (i % 5 != 0).then(|| Bytes::from_static(b"x")),
+                expires_at_ms: None,
+            };
+            // Opposite orders: the leaves do not depend on it.
+            a.apply(&format!("k{i}"), &w, 0).unwrap();
+            b.apply(
+                &format!("k{}", 299 - i),
+                &Write {
+                    version: Version {
+                        hlc: 300 - i,
+                        origin: 1,
+                    },
+                    value: ((299 - i) % 5 != 0).then(|| Bytes::from_static(b"x")),
+                    expires_at_ms: None,
+                },
+                0,
+            )
+            .unwrap();
+        }
+        let shared: Vec<u32> = (0..ring.segments() as u32).collect();
+        let la = a.leaves(&ring).clone();
+        let theirs = crate::merkle::wire_leaves(&shared, &b.leaves(&ring).clone());
+        assert!(crate::merkle::differing(&shared, &la, &theirs).is_empty());
+        // One newer version on b: one segment differs, and its listing holds the key.
+        let seg = b.leaves.segment_of("k7").unwrap();
+        b.apply(
+            "k7",
+            &Write {
+                version: Version {
+                    hlc: 999,
+                    origin: 1,
+                },
+                value: None,
+                expires_at_ms: None,
+            },
+            0,
+        )
+        .unwrap();
+        let theirs = crate::merkle::wire_leaves(&shared, &b.leaves(&ring).clone());
+        assert_eq!(crate::merkle::differing(&shared, &la, &theirs), vec![seg]);
+        let listing = b.segment_entries(&ring, &[seg], usize::MAX);
+        assert!(listing.cut.is_none());
+        assert!(listing.entries.iter().all(|(s, _, _)| *s == seg));
+        assert!(listing
+            .entries
+            .iter()
+            .any(|(_, k, v)| k == "k7" && v.hlc == 999));
+        assert_eq!(listing.entries.len() as u64, b.leaves(&ring)[&seg].count);
+        // Cut at a budget: a prefix, marked.
+        let (&big, leaf) = b.leaves(&ring).iter().max_by_key(|(_, l)| l.count).unwrap();
+        assert!(leaf.count >= 2);
+        let all = b.segment_entries(&ring, &[big], usize::MAX);
+        let one = entry_weight(&all.entries[0].1);
+        let cut = b.segment_entries(&ring, &[big], one);
+        assert_eq!((cut.entries.len(), cut.cut), (1, Some(big)));
     }
 }

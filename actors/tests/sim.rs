@@ -690,6 +690,73 @@ async fn slow_peer_under_full_write_load_stays_bounded() {
     }
 }
 
+/// Replicas that agree find no differing segment, list no entries, move no key, and back
+/// off to one round per 8 intervals.
+#[tokio::test(start_paused = true)]
+async fn agreeing_replicas_list_nothing_and_back_off() {
+    for seed in seeds(800) {
+        eprintln!("seed {seed}");
+        let mut sim = Sim::start(seed, 3, default_limits()).await;
+        sim.write_many(200, 100).await;
+        sim.assert_converged_and_nothing_lost(Duration::from_secs(30))
+            .await;
+        sim.wait_for(
+            "every node backed off to 8 intervals",
+            Duration::from_secs(120),
+            |s| {
+                s.nodes
+                    .values()
+                    .all(|n| n.metrics.anti_entropy_backoff.load(Relaxed) == 8)
+            },
+        )
+        .await;
+        let counters = |s: &Sim| -> Vec<[u64; 4]> {
+            s.nodes
+                .values()
+                .map(|n| {
+                    let m = &n.metrics;
+                    [
+                        m.anti_entropy_segments_listed_total.load(Relaxed),
+                        m.anti_entropy_keys_pushed_total.load(Relaxed),
+                        m.anti_entropy_keys_pulled_total.load(Relaxed),
+                        m.anti_entropy_errors_total.load(Relaxed),
+                    ]
+                })
+                .collect()
+        };
+        let before = counters(&sim);
+        let rounds: Vec<u64> = sim
+            .nodes
+            .values()
+            .map(|n| n.metrics.anti_entropy_rounds_total.load(Relaxed))
+            .collect();
+        sim.wait_for(
+            "two more rounds on every node",
+            Duration::from_secs(60),
+            |s| {
+                s.nodes
+                    .values()
+                    .zip(&rounds)
+                    .all(|(n, r)| n.metrics.anti_entropy_rounds_total.load(Relaxed) >= r + 2)
+            },
+        )
+        .await;
+        assert_eq!(
+            counters(&sim),
+            before,
+            "seed {seed}: quiet rounds listed or moved keys"
+        );
+        for n in sim.nodes.values() {
+            assert_eq!(
+                n.metrics.anti_entropy_last_differing_buckets.load(Relaxed),
+                0
+            );
+            assert!(n.metrics.anti_entropy_rounds_skipped_total.load(Relaxed) > 0);
+        }
+        sim.stop().await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn an_out_of_range_ttl_is_refused_and_changes_nothing() {
     let sim = Sim::start(700, 1, default_limits()).await;

@@ -6,12 +6,13 @@
 //!     cd fuzz && cargo run --example gen_seeds        # or: scripts/fuzz --seeds
 
 use bytes::Bytes;
-use hypercache_actors::merkle::BUCKETS;
+use hypercache_actors::merkle::SegmentLeaf;
 use hypercache_actors::proto::{
     encode, AcceptHints, AcceptHintsReply, Ack, AeCompare, AeCompareReply, AeFetch, AeFetchReply,
     Batch, BatchReply, Call, CallReply, Envelope, ItemError, KeyedWrite, MemberEntry, Ping,
     PingReq, PingReqReply, Read, ReadReply, Replicate, ReplicateReply, WireState, PROTOCOL_VERSION,
 };
+use hypercache_actors::ring::Ring;
 use hypercache_actors::types::{ApplyMode, ApplyOutcome, Version, Write};
 use hypercache_fuzz::swim::{ME_ADDR, ME_ID};
 use std::fs;
@@ -108,7 +109,24 @@ fn calls() -> Vec<(&'static str, Call)> {
         (
             "ae-compare",
             Call::AeCompare(AeCompare {
-                leaves: (0..BUCKETS as u64).map(|i| i * 0x9e37_79b9).collect(),
+                leaves: vec![],
+                // The ring of the dist_dispatch node (one node, replication 1).
+                ring: Some(Ring::new(["fuzz-node"], 1).fingerprint()),
+                segments: (0..8u32)
+                    .map(|i| SegmentLeaf {
+                        segment: i * 3,
+                        hash: u64::from(i) * 0x9e37_79b9,
+                        count: u64::from(i) + 1,
+                    })
+                    .collect(),
+            }),
+        ),
+        (
+            "ae-compare-other-ring",
+            Call::AeCompare(AeCompare {
+                leaves: vec![],
+                ring: Some(7),
+                segments: vec![],
             }),
         ),
         (
@@ -150,6 +168,17 @@ fn replies() -> Vec<Result<CallReply, ItemError>> {
         })),
         Ok(CallReply::AeCompare(AeCompareReply {
             buckets: vec![0, 17, 1023],
+            complete: 1,
+            partial: true,
+            full_shards: vec![false, true],
+            ..AeCompareReply::default()
+        })),
+        Ok(CallReply::AeCompare(AeCompareReply {
+            ring_mismatch: true,
+            ..AeCompareReply::default()
+        })),
+        Ok(CallReply::AeCompare(AeCompareReply {
+            buckets: vec![4],
             entries: vec![(
                 "k1".into(),
                 Version {
@@ -157,6 +186,8 @@ fn replies() -> Vec<Result<CallReply, ItemError>> {
                     origin: 7,
                 },
             )],
+            complete: 1,
+            ..AeCompareReply::default()
         })),
         Ok(CallReply::AeFetch(AeFetchReply {
             records: vec![Some(write(2 << 16, None, None)), None],
@@ -193,7 +224,20 @@ fn batches() -> Vec<(String, Vec<u8>)> {
             Call::Read(Read {
                 key: "x".repeat(1025),
             }),
-            Call::AeCompare(AeCompare { leaves: vec![1, 2] }),
+            Call::AeCompare(AeCompare {
+                leaves: vec![1, 2],
+                ring: None,
+                segments: vec![],
+            }),
+            Call::AeCompare(AeCompare {
+                leaves: vec![],
+                ring: Some(Ring::new(["fuzz-node"], 1).fingerprint()),
+                segments: vec![
+                    SegmentLeaf { segment: 5, hash: 1, count: 1 },
+                    SegmentLeaf { segment: 5, hash: 1, count: 1 },
+                    SegmentLeaf { segment: u32::MAX, hash: 0, count: 0 },
+                ],
+            }),
         ],
     };
     out.push(("batch-bad-items".into(), encode(&env(bad_keys))));
