@@ -4,6 +4,10 @@
 //! node drains.
 //!
 //! Enqueueing is a `cast`: the write path never waits for this actor.
+//!
+//! The queue itself lives outside the actor ([`SharedHints`], owned by the root), so a
+//! restarted actor resumes with every hint it held; only which peers had a batch in
+//! flight is forgotten (those batches may be sent again: replays are idempotent).
 
 use crate::hints::{HintLimits, HintQueue};
 use crate::membership::ClusterView;
@@ -15,7 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use serde::Serialize;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -36,6 +40,9 @@ pub enum HintMsg {
     Status(RpcReplyPort<HintStatus>),
     /// Remove and return every hint (drain handoff); answered with them.
     TakeAll(RpcReplyPort<Vec<(String, KeyedWrite)>>),
+    /// Test hook: panic, so the supervisor restarts the actor.
+    #[cfg(feature = "test-hooks")]
+    Crash,
 }
 
 /// What `/dist/metrics` and operators see of the queue.
@@ -46,9 +53,19 @@ pub struct HintStatus {
     pub peers: Vec<String>,
 }
 
+/// The hint queue, shared between the actor and the root that restarts it. Only the
+/// actor locks it, one message at a time.
+pub type SharedHints = Arc<Mutex<HintQueue>>;
+
+/// A new, empty shared queue.
+pub fn shared_hints(limits: HintLimits) -> SharedHints {
+    Arc::new(Mutex::new(HintQueue::new(limits)))
+}
+
 /// Start-up arguments.
 pub struct HintArgs {
-    pub limits: HintLimits,
+    /// The queue; kept across restarts of this actor.
+    pub queue: SharedHints,
     pub replay_interval: Duration,
     pub peers: PeerClient,
     pub view: watch::Receiver<Arc<ClusterView>>,
@@ -57,7 +74,7 @@ pub struct HintArgs {
 
 /// State: the queue, which peers have a batch in flight, and the arguments.
 pub struct HintState {
-    queue: HintQueue,
+    queue: SharedHints,
     in_flight: HashSet<String>,
     args: HintArgs,
 }
@@ -66,21 +83,29 @@ pub struct HintState {
 pub struct HintQueueActor;
 
 impl HintState {
+    /// The queue (a panic while it was held leaves it usable: every operation of
+    /// [`HintQueue`] keeps it consistent before it can panic).
+    fn queue(&self) -> MutexGuard<'_, HintQueue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn export(&self) {
-        let st = self.queue.stats();
+        let q = self.queue();
+        let st = q.stats();
         let m = &self.args.metrics;
         m.hints_queued_total.store(st.queued, Relaxed);
         m.hints_replayed_total.store(st.replayed, Relaxed);
         m.hints_expired_total.store(st.expired, Relaxed);
         m.hints_dropped_total.store(st.dropped, Relaxed);
-        m.hints_pending.store(self.queue.len() as u64, Relaxed);
-        m.hints_bytes.store(self.queue.bytes(), Relaxed);
+        m.hints_pending.store(q.len() as u64, Relaxed);
+        m.hints_bytes.store(q.bytes(), Relaxed);
     }
 
     fn replay(&mut self, myself: &ActorRef<HintMsg>) {
-        self.queue.expire(now_ms());
+        self.queue().expire(now_ms());
         let view = self.args.view.borrow().clone();
-        for peer in self.queue.peers() {
+        let peers = self.queue().peers();
+        for peer in peers {
             if self.in_flight.contains(&peer) {
                 continue;
             }
@@ -89,7 +114,7 @@ impl HintState {
                 continue;
             }
             let batch = self
-                .queue
+                .queue()
                 .batch(&peer, REPLAY_BATCH, MAX_BATCH_BYTES as u64);
             let Some(last_seq) = batch.last().map(|h| h.seq) else {
                 continue;
@@ -127,7 +152,7 @@ impl Actor for HintQueueActor {
     ) -> Result<HintState, ActorProcessingErr> {
         myself.send_interval(args.replay_interval, || HintMsg::Replay);
         Ok(HintState {
-            queue: HintQueue::new(args.limits),
+            queue: args.queue.clone(),
             in_flight: HashSet::new(),
             args,
         })
@@ -140,25 +165,29 @@ impl Actor for HintQueueActor {
         state: &mut HintState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            HintMsg::Enqueue { peer, write } => state.queue.enqueue(&peer, write, now_ms()),
+            HintMsg::Enqueue { peer, write } => state.queue().enqueue(&peer, write, now_ms()),
             HintMsg::Replay => state.replay(&myself),
             HintMsg::Delivered { peer, last_seq } => {
                 state.in_flight.remove(&peer);
-                let n = state.queue.delivered(&peer, last_seq);
+                let n = state.queue().delivered(&peer, last_seq);
                 tracing::debug!(%peer, n, "hints replayed");
             }
             HintMsg::Failed { peer } => {
                 state.in_flight.remove(&peer);
             }
             HintMsg::Status(reply) => {
+                let q = state.queue();
                 let _ = reply.send(HintStatus {
-                    pending: state.queue.len(),
-                    bytes: state.queue.bytes(),
-                    peers: state.queue.peers(),
+                    pending: q.len(),
+                    bytes: q.bytes(),
+                    peers: q.peers(),
                 });
             }
+            #[cfg(feature = "test-hooks")]
+            HintMsg::Crash => panic!("test hook: hint queue crashed on purpose"),
             HintMsg::TakeAll(reply) => {
-                let _ = reply.send(state.queue.take_all());
+                let all = state.queue().take_all();
+                let _ = reply.send(all);
             }
         }
         state.export();

@@ -37,6 +37,7 @@ pub struct NodeHandle {
     shards: Shards,
     membership: ActorSlot<MembershipMsg>,
     drain: ActorSlot<DrainMsg>,
+    hints: ActorSlot<HintMsg>,
     faults: Arc<Faults>,
     view: watch::Receiver<Arc<ClusterView>>,
     draining: watch::Receiver<bool>,
@@ -118,6 +119,7 @@ pub async fn start_with(
         peer_table,
         peers: peers.clone(),
         hint_sink,
+        hints: crate::hint_queue::shared_hints(config.hint_limits),
     };
     let (root, join) = Actor::spawn(None, RootSupervisor, args)
         .await
@@ -157,6 +159,7 @@ pub async fn start_with(
         shards,
         membership: slots.membership.clone(),
         drain: slots.drain.clone(),
+        hints: slots.hints.clone(),
         faults,
         view: view_rx,
         draining: drain_rx,
@@ -292,13 +295,14 @@ impl NodeHandle {
         self.faults.get()
     }
 
-    /// Test-only: makes the `membership` or `drain` actor panic (the supervisor restarts
+    /// Test-only: makes the `membership`, `drain` or `hints` actor panic (the supervisor restarts
     /// it). False when there is no such actor.
     #[cfg(feature = "test-hooks")]
     pub fn crash_actor(&self, which: &str) -> bool {
         match which {
             "membership" => self.membership.cast(MembershipMsg::Crash),
             "drain" => self.drain.cast(DrainMsg::Crash),
+            "hints" => self.hints.cast(HintMsg::Crash),
             _ => false,
         }
     }

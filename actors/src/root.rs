@@ -7,7 +7,7 @@
 //! ├── AntiEntropyActor      restart (stateless between rounds)
 //! ├── RebalancerActor       restart (from the current ring; anti-entropy finishes an interrupted migration)
 //! ├── RepairActor           restart (in-flight repairs are forgotten; anti-entropy covers them)
-//! ├── HintQueueActor        restart empty (lost hints are repaired by anti-entropy)
+//! ├── HintQueueActor        restart (the queue lives outside the actor: no hint is lost)
 //! ├── PeerActor × peers     one per remote member not known to have left, started and
 //! │                         stopped as the published view changes; restart (calls it
 //! │                         held fail as `Dropped`; anti-entropy repairs the writes)
@@ -24,7 +24,7 @@
 use crate::anti_entropy::{AeArgs, AeContext, AeMsg, AntiEntropyActor};
 use crate::config::NodeConfig;
 use crate::drain::{DrainArgs, DrainCoordinator, DrainMsg, DrainReport};
-use crate::hint_queue::{HintArgs, HintMsg, HintQueueActor};
+use crate::hint_queue::{HintArgs, HintMsg, HintQueueActor, SharedHints};
 use crate::membership::{ClusterView, MembershipActor, MembershipArgs, MembershipMsg};
 use crate::metrics::Metrics;
 use crate::peer::{HintSink, PeerActor, PeerArgs, PeerClient, PeerMsg, PeerTable};
@@ -92,6 +92,8 @@ pub struct RootArgs {
     pub peers: PeerClient,
     /// Where peer actors queue the writes of failed coordinated calls.
     pub hint_sink: HintSink,
+    /// The hint queue; kept across restarts of its actor.
+    pub hints: SharedHints,
 }
 
 /// The root's state: its arguments, its children by id, and the restart history.
@@ -169,7 +171,7 @@ impl RootState {
             }
             Child::Hints => {
                 let args = HintArgs {
-                    limits: c.hint_limits,
+                    queue: a.hints.clone(),
                     replay_interval: c.hint_replay,
                     peers: a.peers.clone(),
                     view: a.view.subscribe(),

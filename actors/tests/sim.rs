@@ -465,6 +465,45 @@ async fn reads_at_one_hedge_past_a_slow_owner() {
     }
 }
 
+/// Hints queued for a crashed owner survive a restart of the hint queue actor and are
+/// delivered when the owner is back.
+#[tokio::test(start_paused = true)]
+async fn hints_survive_a_restart_of_their_actor() {
+    for seed in seeds(900) {
+        let mut sim = Sim::start(seed, 3, default_limits()).await;
+        sim.crash("node-2").await;
+        sim.wait_for(
+            "node-2 dead in node-1's view",
+            Duration::from_secs(10),
+            |s| !s.node("node-1").view().is_live("node-2"),
+        )
+        .await;
+        sim.write_many(40, 40).await;
+        let m = &sim.nodes["node-1"].metrics;
+        let pending = m.hints_pending.load(Relaxed);
+        assert!(pending > 0, "seed {seed}: no hints queued for node-2");
+        assert!(sim.node("node-1").crash_actor("hints"));
+        sim.wait_for("hint queue restarted", Duration::from_secs(10), |s| {
+            s.nodes["node-1"].metrics.actor_restarts_total.load(Relaxed) >= 1
+        })
+        .await;
+        // The restarted actor exports its queue at its first replay tick.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            sim.nodes["node-1"].metrics.hints_pending.load(Relaxed),
+            pending,
+            "seed {seed}: hints lost in the restart"
+        );
+        sim.boot("node-2").await;
+        sim.wait_for("hints delivered to node-2", Duration::from_secs(60), |s| {
+            s.nodes["node-1"].metrics.hints_pending.load(Relaxed) == 0
+                && s.nodes["node-1"].metrics.hints_replayed_total.load(Relaxed) >= pending
+        })
+        .await;
+        sim.stop().await;
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn crash_and_restart_of_an_owner() {
     for seed in seeds(300) {
