@@ -173,6 +173,32 @@ mod ms {
     }
 }
 
+/// Checks `vars` as start-up does and reports every invalid variable, not only the
+/// first: each one found is set aside (its default takes its place) and the check runs
+/// again, at most once per known setting. An error about a variable that is not set (a
+/// default that conflicts with another setting) ends the search. `Ok` with the effective
+/// configuration when nothing is wrong.
+pub fn check_all(vars: &HashMap<String, String>) -> Result<Config, Vec<ConfigError>> {
+    let mut vars = vars.clone();
+    let mut errors: Vec<ConfigError> = Vec::new();
+    for _ in 0..=KNOWN.len() {
+        match Config::from_vars(&vars) {
+            Ok(c) if errors.is_empty() => return Ok(c),
+            Ok(_) => break,
+            Err(e) => {
+                let set = vars.remove(&e.var).is_some();
+                if !errors.iter().any(|x| x.var == e.var) {
+                    errors.push(e);
+                }
+                if !set {
+                    break;
+                }
+            }
+        }
+    }
+    Err(errors)
+}
+
 /// Reads the `HYPERCACHE_*` variables of the process environment through `config`.
 pub fn env_vars() -> HashMap<String, String> {
     let source = config::Config::builder()
@@ -758,6 +784,28 @@ mod tests {
             .iter()
             .map(|(k, v)| (format!("{PREFIX}{k}"), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn check_all_names_every_invalid_variable_once() {
+        let bad = vars(&[
+            ("HEARTBEAT", "soon"),
+            ("REPLICATION", "0"),
+            ("AUTH_CONFIG", "x.yaml"),
+        ]);
+        let errs = check_all(&bad).unwrap_err();
+        let mut names: Vec<&str> = errs.iter().map(|e| e.var.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "HYPERCACHE_AUTH_CONFIG",
+                "HYPERCACHE_HEARTBEAT",
+                "HYPERCACHE_REPLICATION"
+            ]
+        );
+        assert!(errs.iter().all(|e| !e.to_string().contains("x.yaml")));
+        assert!(check_all(&vars(&[])).is_ok());
     }
 
     #[test]

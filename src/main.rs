@@ -1,5 +1,6 @@
 //! The `hypercache-server` binary: read the configuration (exit 2 on a bad value),
-//! install logging, run the node until it is stopped. `healthcheck` probes a running node.
+//! install logging, run the node until it is stopped. `healthcheck` probes a running node;
+//! `check-config` checks the configuration without starting anything.
 
 use hypercache_server::config::Config;
 use std::process::ExitCode;
@@ -8,12 +9,13 @@ fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
         Some("healthcheck") => return ExitCode::from(hypercache_server::healthcheck::run() as u8),
+        Some("check-config") => return check_config(),
         Some("--version") | Some("version") => {
             println!("hypercache-server {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
         Some(other) => {
-            eprintln!("hypercache-server: unknown argument {other:?}; configuration is read from HYPERCACHE_* environment variables (subcommands: healthcheck, version)");
+            eprintln!("hypercache-server: unknown argument {other:?}; configuration is read from HYPERCACHE_* environment variables (subcommands: check-config, healthcheck, version)");
             return ExitCode::from(2);
         }
     }
@@ -45,6 +47,42 @@ fn main() -> ExitCode {
             tracing::error!("{e}");
             eprintln!("hypercache-server: {e}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// `check-config`: reads the environment exactly as start-up does, without binding or
+/// starting anything. Valid: prints the effective configuration as JSON (tokens shown as
+/// `[redacted]`) and exits 0. Invalid: one line per invalid variable on stderr, exit 2.
+/// Unknown `HYPERCACHE_*` variables are warned about on stderr, as at start-up.
+fn check_config() -> ExitCode {
+    let vars = hypercache_server::config::env_vars();
+    let checked = hypercache_server::config::check_all(&vars);
+    let invalid: Vec<&str> = match &checked {
+        Ok(_) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| e.var.as_str()).collect(),
+    };
+    for var in Config::unknown_vars(&vars) {
+        if !invalid.contains(&var.as_str()) {
+            eprintln!("hypercache-server: warning: unknown variable {var} is ignored (typo?)");
+        }
+    }
+    match checked {
+        Ok(config) => match serde_json::to_string_pretty(&config) {
+            Ok(json) => {
+                println!("{json}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hypercache-server: cannot print the configuration: {e}");
+                ExitCode::from(1)
+            }
+        },
+        Err(errors) => {
+            for e in errors {
+                eprintln!("hypercache-server: {e}");
+            }
+            ExitCode::from(2)
         }
     }
 }

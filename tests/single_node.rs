@@ -405,6 +405,57 @@ async fn bad_configuration_exits_2_naming_the_variable() {
     }
 }
 
+/// `check-config` reads the environment as start-up does and starts nothing: a valid
+/// one prints the effective configuration (tokens redacted) and exits 0, even with its
+/// listen addresses taken; an invalid one names every invalid variable and exits 2.
+#[test]
+fn check_config_prints_the_effective_configuration_or_every_invalid_variable() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let out = std::process::Command::new(binary())
+        .arg("check-config")
+        .env_clear()
+        .env("HYPERCACHE_NODE_ID", "web-0")
+        .env("HYPERCACHE_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("HYPERCACHE_AUTH_TOKEN", "s3cret-token")
+        .env("HYPERCACHE_REPLICATION", "2")
+        .env("HYPERCACHE_SLOPPY_QUORUM", "true")
+        .env("HYPERCACHE_TYPO", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("s3cret-token"), "{stdout}");
+    let c: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(c["node_id"], "web-0");
+    assert_eq!(c["replication"], 2);
+    assert_eq!(c["sloppy_quorum"], true);
+    assert_eq!(c["auth_token"], "[redacted]");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("HYPERCACHE_TYPO"), "{stderr}");
+
+    let out = std::process::Command::new(binary())
+        .arg("check-config")
+        .env_clear()
+        .env("HYPERCACHE_HEARTBEAT", "soon")
+        .env("HYPERCACHE_REPLICATION", "zero")
+        .env("HYPERCACHE_OIDC_ISSUER", "https://idp.example")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    for var in [
+        "HYPERCACHE_HEARTBEAT",
+        "HYPERCACHE_REPLICATION",
+        "HYPERCACHE_OIDC_ISSUER",
+    ] {
+        assert!(stderr.contains(var), "{var}: {stderr}");
+    }
+    assert!(!stderr.contains("idp.example"), "{stderr}");
+}
+
 #[tokio::test]
 async fn listener_that_cannot_bind_is_fatal() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
