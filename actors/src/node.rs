@@ -37,6 +37,8 @@ pub struct NodeHandle {
     shards: Shards,
     membership: ActorSlot<MembershipMsg>,
     drain: ActorSlot<DrainMsg>,
+    /// Only the test hook that crashes the hint queue calls it directly.
+    #[cfg(feature = "test-hooks")]
     hints: ActorSlot<HintMsg>,
     faults: Arc<Faults>,
     view: watch::Receiver<Arc<ClusterView>>,
@@ -159,6 +161,7 @@ pub async fn start_with(
         shards,
         membership: slots.membership.clone(),
         drain: slots.drain.clone(),
+        #[cfg(feature = "test-hooks")]
         hints: slots.hints.clone(),
         faults,
         view: view_rx,
