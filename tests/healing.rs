@@ -79,17 +79,7 @@ async fn metric(n: &Node, name: &str) -> u64 {
 
 /// Cuts every link between the groups `a` and `b` (1-based node numbers).
 async fn partition(c: &Cluster, a: &[usize], b: &[usize]) {
-    for (side, other) in [(a, b), (b, a)] {
-        let cut: Vec<String> = other
-            .iter()
-            .map(|i| format!("127.0.0.1:{}", c.node(*i).dist))
-            .collect();
-        for i in side {
-            c.node(*i)
-                .set_faults(serde_json::json!({ "cut": cut }))
-                .await;
-        }
-    }
+    c.cut_links(a, b).await;
 }
 
 async fn heal(c: &Cluster) {

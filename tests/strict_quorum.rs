@@ -16,15 +16,7 @@ const KEYS: usize = 60;
 /// Cuts the links between the nodes of `a` and those of `b` (1-based indexes) and waits
 /// until each side sees the other dead.
 async fn partition(c: &Cluster, a: &[usize], b: &[usize]) {
-    for (side, other) in [(a, b), (b, a)] {
-        let cut: Vec<String> = other
-            .iter()
-            .map(|i| format!("127.0.0.1:{}", c.node(*i).dist))
-            .collect();
-        for i in side {
-            c.node(*i).set_faults(json!({ "cut": cut })).await;
-        }
-    }
+    c.cut_links(a, b).await;
     for (side, other) in [(a, b), (b, a)] {
         for i in side {
             for j in other {

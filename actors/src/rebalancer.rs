@@ -80,8 +80,12 @@ fn same_layout(a: &Ring, b: &Ring) -> bool {
 
 impl RebalanceState {
     async fn tick(&mut self, myself: &ActorRef<RebalanceMsg>) {
-        // Stale local data is not moved until membership has dropped it.
+        // Stale local data is not moved until membership has dropped it; a flush
+        // (a drain) waiting meanwhile is told its handoff is not complete.
         if self.args.shards.stale() {
+            for w in self.waiters.drain(..) {
+                let _ = w.send(false);
+            }
             return;
         }
         let current = self.args.view.borrow().ring.clone();
@@ -123,8 +127,12 @@ impl RebalanceState {
         if !same_layout(&view.ring, &self.seen) {
             return;
         }
-        let Ok(keys) = self.args.shards.versions().await else {
-            return;
+        let keys = match self.args.shards.versions().await {
+            Ok(keys) => keys,
+            Err(e) => {
+                tracing::warn!(error = %e, "ownership sweep: cannot list keys; retrying at the next sweep");
+                return;
+            }
         };
         let moves = stranded(&self.args.me, &keys, &view.ring, |o| view.is_live(o));
         if moves.is_empty() {

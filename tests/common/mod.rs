@@ -467,6 +467,22 @@ impl Cluster {
         &mut self.nodes[i - 1]
     }
 
+    /// Cuts every link between the nodes of `a` and those of `b` (1-based indexes), both
+    /// directions, through the nodes' fault rules (test-hooks build).
+    pub async fn cut_links(&self, a: &[usize], b: &[usize]) {
+        for (side, other) in [(a, b), (b, a)] {
+            let cut: Vec<String> = other
+                .iter()
+                .map(|i| format!("127.0.0.1:{}", self.node(*i).dist))
+                .collect();
+            for i in side {
+                self.node(*i)
+                    .set_faults(serde_json::json!({ "cut": cut }))
+                    .await;
+            }
+        }
+    }
+
     /// Waits until every running node sees exactly `alive` members alive.
     pub async fn wait_members(&self, alive: usize, deadline: Duration) {
         for n in self.nodes.iter().filter(|n| n.child.is_some()) {
