@@ -583,6 +583,19 @@ class Node:
         self.log.close()
 
 
+def logged_budget(lines):
+    """Seconds of the budget on the "shutdown: draining" log line (JSON or text), or None."""
+    for line in lines:
+        if line.startswith("{"):
+            budget = json.loads(line).get("budget")
+        else:
+            m = re.search(r'\bbudget=("[^"]*"|\S+)', line)
+            budget = m and m.group(1).strip('"')
+        if budget:
+            return humantime_seconds(budget)
+    return None
+
+
 def members(node, token):
     st, body = http("GET", node.url("HYPERCACHE_MGMT_ADDR", "/cluster/members"), token)
     if st != 200:
@@ -602,7 +615,9 @@ def step_cluster(v, binary, logdir, results):
     c = v.container
     live = (c["livenessProbe"]["httpGet"]["path"], v.container_port(c["livenessProbe"]["httpGet"]["port"]) + offset)
     ready = (c["readinessProbe"]["httpGet"]["path"], v.container_port(c["readinessProbe"]["httpGet"]["port"]) + offset)
-    ids = {f"{v.sts['metadata']['name']}-{i}" for i in range(pods)}
+    def pod_name(i):
+        return f"{v.sts['metadata']['name']}-{i}"
+    ids = {pod_name(i) for i in range(pods)}
     expected_budget = None
 
     def check_config_mapped():
@@ -650,9 +665,8 @@ def step_cluster(v, binary, logdir, results):
             for n in nodes:
                 m = members(n, token)
                 for i in range(pods):
-                    want = envs[i]["HYPERCACHE_DIST_ADDR"]
-                    need(m[f"hypercache-{i}"]["address"] == want,
-                         f"pod {n.ordinal} sees hypercache-{i} at {m[f'hypercache-{i}']['address']}, not {want}")
+                    got, want = m[pod_name(i)]["address"], envs[i]["HYPERCACHE_DIST_ADDR"]
+                    need(got == want, f"pod {n.ordinal} sees {pod_name(i)} at {got}, not {want}")
 
         def data():
             put = nodes[0].url("HYPERCACHE_API_ADDR", "/v1/cache/kubernetes-check")
@@ -682,15 +696,14 @@ def step_cluster(v, binary, logdir, results):
             except subprocess.TimeoutExpired:
                 raise Failure(f"pod {node.ordinal} still running after terminationGracePeriodSeconds {v.grace}")
             need(rc == 0, f"pod {node.ordinal} exited {rc}")
-            logged = [json.loads(x) for x in node.log_lines() if x.startswith("{") and '"budget"' in x]
-            need(logged, f"pod {node.ordinal} logged no shutdown budget")
-            budget = humantime_seconds(logged[0]["budget"])
+            budget = logged_budget(node.log_lines())
+            need(budget is not None, f"pod {node.ordinal} logged no shutdown budget")
             need(budget == expected_budget and budget <= v.grace,
                  f"pod {node.ordinal} logged a budget of {budget:g} s; computed {expected_budget} s, "
                  f"grace {v.grace} s")
             for o in others:
                 wait_for(f"pod {o.ordinal} sees pod {node.ordinal} left",
-                         lambda: (((members(o, token) or {}).get(f"hypercache-{node.ordinal}") or {})
+                         lambda: (((members(o, token) or {}).get(pod_name(node.ordinal)) or {})
                                   .get("state") == "left", None), 10, 0.25)
 
         def scale_down():

@@ -127,7 +127,8 @@ def render(directory, _visited=()):
         path = os.path.normpath(os.path.join(directory, res))
         if os.path.isdir(path):
             if any(v == path or v.startswith(path + os.sep) for v in visited):
-                raise RenderError(f"{kpath}: resource {res} contains a kustomization that includes it (kustomize refuses the cycle)")
+                raise RenderError(f"{kpath}: resource {res} contains a kustomization that includes it "
+                                  "(kustomize refuses the cycle)")
             docs.extend(render(path, visited))
         elif os.path.isfile(path):
             docs.extend(_load_yaml_docs(path))
