@@ -5,6 +5,10 @@
 use hypercache_server::config::Config;
 use std::process::ExitCode;
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     match std::env::args().nth(1).as_deref() {
         None => {}
