@@ -5,7 +5,7 @@
 //! keep no state.
 
 use super::error::ApiError;
-use super::{guard, method_not_allowed, not_found, record_latency, AppState, Guard};
+use super::{method_not_allowed, not_found, AppState, Guard, Instrument};
 use crate::duration::{parse_duration, DurationError};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
@@ -13,7 +13,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use hypercache_actors::quorum::Consistency;
 use hypercache_actors::CacheError;
 use serde::Serialize;
@@ -31,15 +31,11 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/v1/owners/", any(empty_key))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(guard_state, guard));
-    Router::new()
+        .layer(Instrument::guarded(guard_state));
+    let open = Router::new()
         .route("/healthz", get(healthz))
-        .merge(protected)
-        .layer(middleware::from_fn_with_state(
-            state.node.clone(),
-            record_latency,
-        ))
-        .with_state(state)
+        .layer(Instrument::open(state.node.clone()));
+    open.merge(protected).with_state(state)
 }
 
 async fn healthz() -> &'static str {

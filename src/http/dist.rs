@@ -9,13 +9,13 @@
 //! `PROTOCOL_VERSION`, and so is any call on a route of protocol version 1.
 
 use super::error::{json_error, ApiError};
-use super::{guard, method_not_allowed, mgmt, not_found, record_latency, AppState, Guard};
+use super::{method_not_allowed, mgmt, not_found, AppState, Guard, Instrument};
 use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::{middleware, Router};
+use axum::Router;
 use hypercache_actors::proto::{
     BATCH_PATH, CLOCK_SKEW_CODE, MAX_DIST_BODY, MAX_PROBE_BODY, PROBE_PATH, PROTOCOL_VERSION,
     VERSION_MISMATCH_CODE,
@@ -34,11 +34,7 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/dist/v1/{*rest}", any(old_version))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(guard_state, guard))
-        .layer(middleware::from_fn_with_state(
-            state.node.clone(),
-            record_latency,
-        ))
+        .layer(Instrument::guarded(guard_state))
         .with_state(state)
 }
 

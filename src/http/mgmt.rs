@@ -2,12 +2,12 @@
 //! metrics (JSON and Prometheus text), cluster membership and ring, and drain.
 
 use super::error::ApiError;
-use super::{guard, method_not_allowed, not_found, record_latency, AppState, Guard};
+use super::{method_not_allowed, not_found, AppState, Guard, Instrument};
 use axum::extract::State;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{Json, Router};
 use hypercache_actors::metrics::{render_json, render_prometheus};
 use hypercache_actors::store::ShardStats;
 use serde_json::json;
@@ -33,15 +33,11 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
     let protected = protected
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(guard_state, guard));
-    Router::new()
+        .layer(Instrument::guarded(guard_state));
+    let open = Router::new()
         .route("/health", get(health))
-        .merge(protected)
-        .layer(middleware::from_fn_with_state(
-            state.node.clone(),
-            record_latency,
-        ))
-        .with_state(state)
+        .layer(Instrument::open(state.node.clone()));
+    open.merge(protected).with_state(state)
 }
 
 /// `200 ok`, or `503 draining` once a drain has started.

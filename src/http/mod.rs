@@ -10,21 +10,30 @@ pub mod mgmt;
 pub mod serve;
 
 use crate::config::Config;
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use error::ApiError;
+use hypercache_actors::metrics::{Metrics, ROUTES};
 use hypercache_actors::{CacheError, NodeHandle};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use subtle::ConstantTimeEq;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// What every handler gets: the node's mailbox handle and the effective configuration.
-/// Behind `Arc`s: axum clones the state for every request.
+/// One `Arc`: axum clones the state for every request, so a clone is one atomic
+/// increment whatever the state holds.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<AppInner>);
+
+/// The contents of [`AppState`].
+pub struct AppInner {
     pub node: Arc<NodeHandle>,
     pub config: Arc<Config>,
     /// Body bounds of the client listener.
@@ -33,10 +42,17 @@ pub struct AppState {
     pub dist_body: body::BodyLimits,
 }
 
+impl std::ops::Deref for AppState {
+    type Target = AppInner;
+    fn deref(&self) -> &AppInner {
+        &self.0
+    }
+}
+
 impl AppState {
     pub fn new(node: Arc<NodeHandle>, config: Arc<Config>) -> Self {
         let metrics = node.metrics().clone();
-        Self {
+        Self(Arc::new(AppInner {
             client_body: body::BodyLimits::new(
                 body::Budget::Client,
                 config.client_buffer_bytes,
@@ -51,7 +67,7 @@ impl AppState {
             ),
             node,
             config,
-        }
+        }))
     }
 }
 
@@ -69,26 +85,14 @@ const MAX_PROBES_IN_FLIGHT: usize = 64;
 
 /// Per-listener guard state: the expected `Authorization` header, protected mode and
 /// the in-flight bounds.
-#[derive(Clone)]
 pub struct Guard {
-    expected: Option<Arc<Vec<u8>>>,
+    expected: Option<Vec<u8>>,
     /// With no token: refuse non-loopback clients, naming this variable.
     protected: Option<&'static str>,
     inflight: Arc<Semaphore>,
     probes: Arc<Semaphore>,
     node: Arc<NodeHandle>,
     listener: Listener,
-}
-
-/// Keeps the client in-flight gauge while a request is handled.
-struct InFlight<'a>(Option<&'a std::sync::atomic::AtomicU64>);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Some(g) = self.0 {
-            g.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
 }
 
 impl Guard {
@@ -101,13 +105,74 @@ impl Guard {
         };
         Self {
             listener,
-            expected: token
-                .as_ref()
-                .map(|t| Arc::new(format!("Bearer {t}").into_bytes())),
+            expected: token.as_ref().map(|t| format!("Bearer {t}").into_bytes()),
             protected: (config.protected_mode && token.is_none()).then_some(var),
             inflight: Arc::new(Semaphore::new(config.max_inflight)),
             probes: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
             node,
+        }
+    }
+
+    /// Admits a request to a protected route, or answers it: 403 in protected mode for a
+    /// non-loopback client, 503 OVERLOADED (with `Retry-After`) past the in-flight bound,
+    /// 401 without the bearer token. What it returns holds the request's in-flight slot.
+    fn admit(&self, req: &Request) -> Result<Admitted, ApiError> {
+        let metrics = self.node.metrics();
+        if let Some(var) = self.protected {
+            let loopback = req
+                .extensions()
+                .get::<serve::PeerAddr>()
+                .is_some_and(serve::PeerAddr::is_loopback);
+            if !loopback {
+                Metrics::inc(&metrics.requests_protected_mode_total);
+                return Err(ApiError::ProtectedMode { var });
+            }
+        }
+        // Direct membership probes have their own in-flight bound: a node busy with client
+        // traffic must still answer its peers' pings, or they would declare it dead and
+        // move its keys away. (Ping-reqs, which make outbound calls, share the listener's
+        // bound.)
+        let probe = self.listener == Listener::Dist
+            && req.uri().path() == hypercache_actors::proto::PROBE_PATH;
+        let bound = if probe { &self.probes } else { &self.inflight };
+        let Ok(permit) = bound.clone().try_acquire_owned() else {
+            Metrics::inc(&metrics.requests_rejected_overload_total);
+            return Err(ApiError::Cache(CacheError::Overloaded));
+        };
+        let got = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
+        if !authorized(self.expected.as_deref(), got) {
+            Metrics::inc(&metrics.requests_unauthorized_total);
+            return Err(ApiError::Unauthorized);
+        }
+        let gauge = (self.listener == Listener::Client).then(|| {
+            metrics
+                .client_requests_in_flight
+                .fetch_add(1, Ordering::Relaxed);
+            self.node.clone()
+        });
+        Ok(Admitted {
+            _permit: permit,
+            gauge,
+        })
+    }
+}
+
+/// A request's in-flight slot: the listener's permit, and on the client listener its
+/// share of the in-flight gauge. Both are given back on drop.
+struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    gauge: Option<Arc<NodeHandle>>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(node) = &self.gauge {
+            node.metrics()
+                .client_requests_in_flight
+                .fetch_sub(1, Ordering::Relaxed);
         }
     }
 }
@@ -122,74 +187,146 @@ pub fn authorized(expected: Option<&[u8]>, got: Option<&[u8]>) -> bool {
     }
 }
 
-/// Middleware for protected routes: bounds in-flight requests (503 OVERLOADED with
-/// `Retry-After` past the bound), then checks the bearer token (401 JSON).
-pub async fn guard(State(g): State<Guard>, req: Request, next: Next) -> Response {
-    if let Some(var) = g.protected {
-        let loopback = req
-            .extensions()
-            .get::<serve::PeerAddr>()
-            .is_some_and(serve::PeerAddr::is_loopback);
-        if !loopback {
-            hypercache_actors::metrics::Metrics::inc(
-                &g.node.metrics().requests_protected_mode_total,
-            );
-            return ApiError::ProtectedMode { var }.into_response();
+/// The one layer every route of a listener has: it records the request's latency under
+/// its route label and, on protected routes, applies the [`Guard`] first. Hand-written
+/// (not two `from_fn` middlewares) so that a request costs no boxed future or cloned
+/// `Next` of its own: the guard's checks are synchronous, and the latency is recorded
+/// when the route's own future finishes.
+#[derive(Clone)]
+pub struct Instrument(Arc<InstrumentInner>);
+
+struct InstrumentInner {
+    node: Arc<NodeHandle>,
+    guard: Option<Guard>,
+}
+
+impl Instrument {
+    /// For routes without a guard (`/healthz`, `/health`): latency only.
+    pub fn open(node: Arc<NodeHandle>) -> Self {
+        Self(Arc::new(InstrumentInner { node, guard: None }))
+    }
+
+    /// For protected routes: the guard, then latency.
+    pub fn guarded(guard: Guard) -> Self {
+        Self(Arc::new(InstrumentInner {
+            node: guard.node.clone(),
+            guard: Some(guard),
+        }))
+    }
+}
+
+impl<S> tower_layer::Layer<S> for Instrument {
+    type Service = Instrumented<S>;
+    fn layer(&self, inner: S) -> Instrumented<S> {
+        Instrumented {
+            inner,
+            state: self.clone(),
         }
     }
-    // Direct membership probes have their own in-flight bound: a node busy with client
-    // traffic must still answer its peers' pings, or they would declare it dead and move
-    // its keys away. (Ping-reqs, which make outbound calls, share the listener's bound.)
-    let probe =
-        g.listener == Listener::Dist && req.uri().path() == hypercache_actors::proto::PROBE_PATH;
-    let bound = if probe { &g.probes } else { &g.inflight };
-    let permit = bound.clone().try_acquire_owned().ok();
-    if permit.is_none() {
-        hypercache_actors::metrics::Metrics::inc(
-            &g.node.metrics().requests_rejected_overload_total,
+}
+
+/// A route wrapped by [`Instrument`].
+#[derive(Clone)]
+pub struct Instrumented<S> {
+    inner: S,
+    state: Instrument,
+}
+
+impl<S> tower_service::Service<Request> for Instrumented<S>
+where
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = InstrumentedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let started = Instant::now();
+        let route = route_label(
+            req.method(),
+            req.extensions()
+                .get::<MatchedPath>()
+                .map(MatchedPath::as_str),
         );
-        return ApiError::Cache(CacheError::Overloaded).into_response();
+        let state = self.state.clone();
+        let admitted = match &state.0.guard {
+            None => Ok(None),
+            Some(g) => g.admit(&req).map(Some),
+        };
+        let step = match admitted {
+            Ok(admitted) => Step::Route {
+                future: self.inner.call(req),
+                _admitted: admitted,
+            },
+            Err(refused) => Step::Refused {
+                response: Some(refused.into_response()),
+            },
+        };
+        InstrumentedFuture {
+            step,
+            started,
+            route,
+            state,
+        }
     }
-    let gauge =
-        (g.listener == Listener::Client).then_some(&g.node.metrics().client_requests_in_flight);
-    if let Some(c) = gauge {
-        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-    let _in_flight = InFlight(gauge);
-    let got = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|v| v.as_bytes());
-    if !authorized(g.expected.as_deref().map(Vec::as_slice), got) {
-        hypercache_actors::metrics::Metrics::inc(&g.node.metrics().requests_unauthorized_total);
-        return ApiError::Unauthorized.into_response();
-    }
-    next.run(req).await
 }
 
-/// Middleware: records request latency under a route label.
-pub async fn record_latency(
-    State(node): State<Arc<NodeHandle>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route = route_label(
-        req.method(),
-        req.extensions()
-            .get::<MatchedPath>()
-            .map(MatchedPath::as_str),
-    );
-    let resp = next.run(req).await;
-    hypercache_actors::metrics::Metrics::inc(&node.metrics().requests_total);
-    node.metrics()
-        .latency
-        .observe(route, started.elapsed().as_secs_f64());
-    resp
+pin_project_lite::pin_project! {
+    /// The future of an [`Instrumented`] route.
+    pub struct InstrumentedFuture<F> {
+        #[pin]
+        step: Step<F>,
+        started: Instant,
+        route: usize,
+        state: Instrument,
+    }
 }
 
-fn route_label(method: &Method, path: Option<&str>) -> &'static str {
-    match (path, method) {
+pin_project_lite::pin_project! {
+    #[project = StepProj]
+    enum Step<F> {
+        Route {
+            #[pin]
+            future: F,
+            _admitted: Option<Admitted>,
+        },
+        Refused {
+            response: Option<Response>,
+        },
+    }
+}
+
+impl<F: Future<Output = Result<Response, Infallible>>> Future for InstrumentedFuture<F> {
+    type Output = Result<Response, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = match this.step.project() {
+            StepProj::Route { future, .. } => match future.poll(cx) {
+                Poll::Ready(Ok(r)) => r,
+                Poll::Pending => return Poll::Pending,
+            },
+            StepProj::Refused { response } => response.take().unwrap_or_else(|| {
+                ApiError::Cache(CacheError::Internal("response polled twice".into()))
+                    .into_response()
+            }),
+        };
+        let metrics = this.state.0.node.metrics();
+        Metrics::inc(&metrics.requests_total);
+        metrics
+            .latency
+            .observe_at(*this.route, this.started.elapsed().as_secs_f64());
+        Poll::Ready(Ok(response))
+    }
+}
+
+/// The index in [`ROUTES`] of a request's route label.
+fn route_label(method: &Method, path: Option<&str>) -> usize {
+    let name = match (path, method) {
         (Some("/v1/cache/{key}"), &Method::GET) | (Some("/v1/cache/{key}"), &Method::HEAD) => {
             "cache_get"
         }
@@ -202,7 +339,11 @@ fn route_label(method: &Method, path: Option<&str>) -> &'static str {
         }
         (Some(_), _) => "management",
         (None, _) => "other",
-    }
+    };
+    ROUTES
+        .iter()
+        .position(|r| *r == name)
+        .unwrap_or(ROUTES.len() - 1)
 }
 
 /// Fallback for unknown routes: 404 JSON.
