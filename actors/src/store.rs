@@ -47,7 +47,7 @@ use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
-use table::{LiveTable, Slot};
+use table::{LiveTable, Lookup, Slot};
 
 /// A remembered delete.
 #[derive(Debug, Clone, Copy)]
@@ -376,7 +376,12 @@ impl ShardStore {
         write: &Write,
         now_ms: u64,
     ) -> Result<ApplyOutcome, ApplyError> {
-        match self.version_of(key) {
+        let at = self.live.lookup(key);
+        let held = match at.slot {
+            Some(slot) => Some(self.live.entry(slot).version()),
+            None => self.tombstones.map().peek(key).map(|t| t.version),
+        };
+        match held {
             Some(v) if v > write.version => {
                 self.stats.writes_stale += 1;
                 return Ok(ApplyOutcome::Stale);
@@ -389,14 +394,14 @@ impl ShardStore {
             // tombstone still blocks older versions.
             Some(value) if !expired(write.expires_at_ms, now_ms) => {
                 self.pop_tombstone(key);
-                self.insert_live(key, value, write.version, write.expires_at_ms);
+                self.insert_live(key, at, value, write.version, write.expires_at_ms);
             }
             _ => {
                 if !self.room_for_tombstone(key, now_ms) {
                     self.stats.tombstones_refused += 1;
                     return Err(ApplyError::TombstonesFull);
                 }
-                if let Some(slot) = self.live.find(key) {
+                if let Some(slot) = at.slot {
                     self.remove_live_slot(slot);
                 }
                 self.put_tombstone(key, write.version, now_ms);
@@ -449,16 +454,18 @@ impl ShardStore {
         }
     }
 
+    /// Puts `key`'s value; `at` is its lookup, with no change to live entries since.
     fn insert_live(
         &mut self,
         key: &str,
+        at: Lookup,
         value: &Bytes,
         version: Version,
         expires_at_ms: Option<u64>,
     ) {
         let (slot, old) = self
             .live
-            .put(&mut self.leaves, key, value, version, expires_at_ms);
+            .put(&mut self.leaves, key, at, value, version, expires_at_ms);
         if let Some(old) = old {
             self.bytes -= old.bytes;
         }
@@ -673,17 +680,82 @@ mod tests {
     }
 
     #[test]
-    fn capacity_evicts_least_recently_used() {
+    fn capacity_evicts_an_entry_not_used_since_the_hand_passed() {
         let mut s = ShardStore::new(limits(2));
         ap(&mut s, "a", &w(1, Some("1"), None), 0);
         ap(&mut s, "b", &w(2, Some("2"), None), 0);
         s.get("a", 0);
+        // a was read: the hand spends its second chance and takes b.
         ap(&mut s, "c", &w(3, Some("3"), None), 0);
         assert!(s.get("b", 0).is_none());
-        assert!(s.get("a", 0).is_some());
         assert!(s.get("c", 0).is_some());
         let st = s.stats();
         assert_eq!((st.items, st.evictions), (2, 1));
+        // Not read again, a goes next (c was read, and a new key is spared).
+        ap(&mut s, "d", &w(4, Some("4"), None), 0);
+        assert!(s.version_of("a").is_none());
+        assert!(s.version_of("c").is_some() && s.version_of("d").is_some());
+    }
+
+    #[test]
+    fn the_key_being_written_is_evicted_only_when_it_alone_is_over_the_limits() {
+        let mut s = ShardStore::new(ShardLimits {
+            capacity_bytes: Some(10),
+            ..limits(3)
+        });
+        for (i, k) in ["a", "b", "c"].iter().enumerate() {
+            ap(&mut s, k, &w(i as u64 + 1, Some("1"), None), 0);
+        }
+        for k in ["a", "b", "c"] {
+            s.get(k, 0);
+        }
+        // Every entry was read; the new one still stays.
+        ap(&mut s, "d", &w(9, Some("1"), None), 0);
+        assert!(s.version_of("d").is_some());
+        assert_eq!(s.stats().items, 3);
+        // Ten bytes of key and value: room for it alone, so everything else goes.
+        ap(&mut s, "e", &w(10, Some("123456789"), None), 0);
+        assert_eq!((s.stats().items, s.stats().bytes), (1, 10));
+        // Eleven: nothing is left, and nothing is over the limit.
+        ap(&mut s, "f", &w(11, Some("1234567890"), None), 0);
+        let st = s.stats();
+        assert_eq!((st.items, st.bytes, st.evictions), (0, 0, 6));
+    }
+
+    #[test]
+    fn the_sweep_follows_deadlines_through_overwrites() {
+        let mut s = ShardStore::new(limits(10));
+        ap(&mut s, "a", &w(1, Some("x"), Some(100)), 0);
+        ap(&mut s, "b", &w(1, Some("x"), Some(200)), 0);
+        ap(&mut s, "c", &w(1, Some("x"), Some(300)), 0);
+        // a no longer expires; b expires later; c expires sooner.
+        ap(&mut s, "a", &w(2, Some("y"), None), 0);
+        ap(&mut s, "b", &w(2, Some("y"), Some(400)), 0);
+        ap(&mut s, "c", &w(2, Some("y"), Some(50)), 0);
+        assert_eq!(s.sweep(49), 0);
+        assert_eq!(s.sweep(350), 1);
+        assert!(s.version_of("c").is_some(), "a tombstone of its version");
+        assert!(s.get("b", 350).is_some() && s.get("a", 350).is_some());
+        assert_eq!(s.sweep(u64::MAX - 1), 1);
+        assert_eq!(s.stats().items, 1);
+        s.live.check();
+    }
+
+    #[test]
+    fn large_values_read_back_shared_and_count_their_bytes() {
+        let mut s = ShardStore::new(limits(10));
+        let big = Bytes::from(vec![7u8; INLINE_VALUE_MAX + 1]);
+        let write = Write {
+            version: Version { hlc: 1, origin: 1 },
+            value: Some(big.clone()),
+            expires_at_ms: None,
+        };
+        ap(&mut s, "big", &write, 0);
+        let read = s.get("big", 0).unwrap().value;
+        assert_eq!((read.as_ptr(), read.len()), (big.as_ptr(), big.len()));
+        assert_eq!(s.stats().bytes, 3 + big.len() as u64);
+        assert!(s.release("big", write.version));
+        assert_eq!(s.stats().bytes, 0);
     }
 
     #[test]
@@ -1104,5 +1176,446 @@ mod leaves_stay_in_step {
         let one = entry_weight(&all.entries[0].1);
         let cut = b.segment_entries(&ring, &[big], one);
         assert_eq!((cut.entries.len(), cut.cut), (1, Some(big)));
+    }
+}
+
+#[cfg(test)]
+mod against_a_model {
+    //! Property: any sequence of writes (small, at the inline threshold, large), deletes,
+    //! repairs, reads, releases, sweeps and clock ticks leaves the store where a plain
+    //! reference model is: the same records (value, version, expiry), the same counters
+    //! and byte totals, within its limits, and its leaves equal leaves rebuilt from the
+    //! records. Which entries an eviction takes is the store's choice (CLOCK); the model
+    //! checks how many went, that the entry just written was spared unless it alone is
+    //! over the limits, and that eviction stopped as soon as the limits held.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Clock units: every expiry instant is `now + ttl * UNIT + key`, so no two keys
+    /// expire at the same instant and the order a sweep expires them in (earliest
+    /// first) is the model's too, whatever the tombstone budget.
+    const UNIT: u64 = 64;
+    const KEYS: u8 = 40;
+
+    #[derive(Debug, Clone)]
+    enum Rec {
+        Live {
+            value: Bytes,
+            version: Version,
+            expires_at_ms: Option<u64>,
+        },
+        Tomb {
+            version: Version,
+            purge_at_ms: u64,
+            /// When it was put: the oldest is purged first.
+            seq: u64,
+        },
+    }
+
+    struct Model {
+        limits: ShardLimits,
+        recs: BTreeMap<String, Rec>,
+        seq: u64,
+        /// The counters (the gauges are computed from `recs`).
+        stats: ShardStats,
+    }
+
+    impl Model {
+        fn version_of(&self, k: &str) -> Option<Version> {
+            self.recs.get(k).map(|r| match r {
+                Rec::Live { version, .. } | Rec::Tomb { version, .. } => *version,
+            })
+        }
+
+        fn live(&self) -> impl Iterator<Item = (&String, &Bytes)> {
+            self.recs.iter().filter_map(|(k, r)| match r {
+                Rec::Live { value, .. } => Some((k, value)),
+                Rec::Tomb { .. } => None,
+            })
+        }
+
+        fn size(&self, k: &str) -> u64 {
+            match &self.recs[k] {
+                Rec::Live { value, .. } => (k.len() + value.len()) as u64,
+                Rec::Tomb { .. } => tombstone_size(k),
+            }
+        }
+
+        fn gauges(&self) -> ShardStats {
+            let tombs: Vec<&String> = self
+                .recs
+                .iter()
+                .filter(|(_, r)| matches!(r, Rec::Tomb { .. }))
+                .map(|(k, _)| k)
+                .collect();
+            ShardStats {
+                items: self.live().count() as u64,
+                bytes: self.live().map(|(k, _)| self.size(k)).sum(),
+                tombstones: tombs.len() as u64,
+                tombstone_bytes: tombs.iter().map(|k| tombstone_size(k)).sum(),
+                ..self.stats
+            }
+        }
+
+        fn over(&self, items: u64, bytes: u64) -> bool {
+            items > self.limits.capacity_items as u64
+                || matches!(self.limits.capacity_bytes, Some(b) if bytes > b)
+        }
+
+        fn is_full(&self) -> bool {
+            let g = self.gauges();
+            g.items >= self.limits.capacity_items as u64
+                || matches!(self.limits.capacity_bytes, Some(b) if g.bytes >= b)
+        }
+
+        fn room_for_tombstone(&mut self, key: &str, now: u64) -> bool {
+            loop {
+                let g = self.gauges();
+                let replaced = match self.recs.get(key) {
+                    Some(Rec::Tomb { .. }) => tombstone_size(key),
+                    _ => 0,
+                };
+                if g.tombstone_bytes - replaced + tombstone_size(key) <= self.limits.tombstone_bytes
+                {
+                    return true;
+                }
+                let oldest = self
+                    .recs
+                    .iter()
+                    .filter_map(|(k, r)| match r {
+                        Rec::Tomb {
+                            purge_at_ms, seq, ..
+                        } => Some((*seq, *purge_at_ms, k.clone())),
+                        Rec::Live { .. } => None,
+                    })
+                    .min();
+                match oldest {
+                    Some((_, purge_at, k)) if purge_at <= now && k != key => {
+                        self.recs.remove(&k);
+                        self.stats.tombstones_purged += 1;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+
+        fn put_tomb(&mut self, key: &str, version: Version, now: u64) {
+            self.seq += 1;
+            let purge_at_ms = now.saturating_add(self.limits.tombstone_retention_ms);
+            self.recs.insert(
+                key.to_owned(),
+                Rec::Tomb {
+                    version,
+                    purge_at_ms,
+                    seq: self.seq,
+                },
+            );
+        }
+
+        fn expire(&mut self, key: &str, now: u64) {
+            let Some(Rec::Live { version, .. }) = self.recs.remove(key) else {
+                unreachable!("only live records expire")
+            };
+            self.stats.expirations += 1;
+            if self.room_for_tombstone(key, now) {
+                self.put_tomb(key, version, now);
+            } else {
+                self.stats.tombstones_evicted += 1;
+            }
+        }
+
+        /// Applies like the store, without evicting (the caller observes evictions).
+        fn apply(
+            &mut self,
+            key: &str,
+            w: &Write,
+            mode: ApplyMode,
+            now: u64,
+        ) -> Result<ApplyOutcome, ApplyError> {
+            let held = self.version_of(key);
+            if mode == ApplyMode::Fill && w.value.is_some() && held.is_none() && self.is_full() {
+                self.stats.fills_skipped += 1;
+                return Ok(ApplyOutcome::Skipped);
+            }
+            match held {
+                Some(v) if v > w.version => {
+                    self.stats.writes_stale += 1;
+                    return Ok(ApplyOutcome::Stale);
+                }
+                Some(v) if v == w.version => return Ok(ApplyOutcome::AlreadyCurrent),
+                _ => {}
+            }
+            match &w.value {
+                Some(value) if !expired(w.expires_at_ms, now) => {
+                    self.recs.insert(
+                        key.to_owned(),
+                        Rec::Live {
+                            value: value.clone(),
+                            version: w.version,
+                            expires_at_ms: w.expires_at_ms,
+                        },
+                    );
+                }
+                _ => {
+                    if !self.room_for_tombstone(key, now) {
+                        self.stats.tombstones_refused += 1;
+                        return Err(ApplyError::TombstonesFull);
+                    }
+                    self.put_tomb(key, w.version, now);
+                }
+            }
+            self.stats.writes_applied += 1;
+            Ok(ApplyOutcome::Applied)
+        }
+
+        fn get(&mut self, key: &str, now: u64) -> Option<Stored> {
+            match self.recs.get(key) {
+                Some(Rec::Live {
+                    value,
+                    version,
+                    expires_at_ms,
+                }) => {
+                    if !expired(*expires_at_ms, now) {
+                        self.stats.hits += 1;
+                        return Some(Stored {
+                            value: value.clone(),
+                            version: *version,
+                            expires_at_ms: *expires_at_ms,
+                        });
+                    }
+                    self.expire(key, now);
+                }
+                _ => {}
+            }
+            self.stats.misses += 1;
+            None
+        }
+
+        fn peek(&self, key: &str, now: u64) -> Option<Write> {
+            match self.recs.get(key)? {
+                Rec::Live {
+                    value,
+                    version,
+                    expires_at_ms,
+                } => (!expired(*expires_at_ms, now)).then(|| Write {
+                    version: *version,
+                    value: Some(value.clone()),
+                    expires_at_ms: *expires_at_ms,
+                }),
+                Rec::Tomb { version, .. } => Some(Write {
+                    version: *version,
+                    value: None,
+                    expires_at_ms: None,
+                }),
+            }
+        }
+
+        fn sweep(&mut self, now: u64) -> u64 {
+            let mut due: Vec<(u64, String)> = self
+                .recs
+                .iter()
+                .filter_map(|(k, r)| match r {
+                    Rec::Live {
+                        expires_at_ms: Some(t),
+                        ..
+                    } if *t <= now => Some((*t, k.clone())),
+                    _ => None,
+                })
+                .collect();
+            due.sort();
+            for (_, k) in &due {
+                self.expire(k, now);
+            }
+            let purge: Vec<String> = self
+                .recs
+                .iter()
+                .filter(|(_, r)| matches!(r, Rec::Tomb { purge_at_ms, .. } if *purge_at_ms <= now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in purge {
+                self.recs.remove(&k);
+                self.stats.tombstones_purged += 1;
+            }
+            due.len() as u64
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put {
+            key: u8,
+            hlc: u64,
+            len: usize,
+            ttl: Option<u64>,
+        },
+        Delete {
+            key: u8,
+            hlc: u64,
+        },
+        Fill {
+            key: u8,
+            hlc: u64,
+            len: usize,
+        },
+        Get {
+            key: u8,
+        },
+        Release {
+            key: u8,
+            exact: bool,
+        },
+        Sweep,
+        Tick(u64),
+    }
+
+    fn arb_len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            12 => 0usize..12,
+            1 => INLINE_VALUE_MAX - 1..INLINE_VALUE_MAX + 2,
+            1 => Just(3 * INLINE_VALUE_MAX),
+        ]
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..KEYS, 1u64..300, arb_len(), proptest::option::of(0u64..30))
+                .prop_map(|(key, hlc, len, ttl)| Op::Put { key, hlc, len, ttl }),
+            2 => (0..KEYS, 1u64..300).prop_map(|(key, hlc)| Op::Delete { key, hlc }),
+            1 => (0..KEYS, 1u64..300, arb_len()).prop_map(|(key, hlc, len)| Op::Fill { key, hlc, len }),
+            3 => (0..KEYS).prop_map(|key| Op::Get { key }),
+            1 => (0..KEYS, any::<bool>()).prop_map(|(key, exact)| Op::Release { key, exact }),
+            1 => Just(Op::Sweep),
+            2 => (1u64..20).prop_map(Op::Tick),
+        ]
+    }
+
+    fn arb_limits() -> impl Strategy<Value = ShardLimits> {
+        (
+            1usize..12,
+            prop_oneof![
+                Just(None),
+                (10u64..120).prop_map(Some),
+                (2 * INLINE_VALUE_MAX as u64..8 * INLINE_VALUE_MAX as u64).prop_map(Some),
+            ],
+            prop_oneof![
+                (1u64..8).prop_map(|n| n * (3 + TOMBSTONE_OVERHEAD)),
+                Just(u64::MAX)
+            ],
+        )
+            .prop_map(
+                |(capacity_items, capacity_bytes, tombstone_bytes)| ShardLimits {
+                    capacity_items,
+                    capacity_bytes,
+                    tombstone_retention_ms: 15 * UNIT,
+                    tombstone_bytes,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn the_store_follows_the_model(
+            ops in proptest::collection::vec(arb_op(), 0..150),
+            limits in arb_limits(),
+        ) {
+            let ring = Arc::new(Ring::new(["a", "b", "c"], 2));
+            let mut s = ShardStore::new(limits);
+            s.leaves(&ring);
+            let mut m = Model { limits, recs: BTreeMap::new(), seq: 0, stats: ShardStats::default() };
+            let mut now = 0u64;
+            let name = |key: u8| format!("k{key:02}");
+            for op in ops {
+                let evictions = s.stats().evictions;
+                // The key and write of a value, when the op writes one.
+                let mut wrote: Option<(String, Write)> = None;
+                match op {
+                    Op::Put { key, hlc, len, ttl } => {
+                        let w = Write {
+                            version: Version { hlc, origin: 1 },
+                            value: Some(Bytes::from(vec![hlc as u8; len])),
+                            expires_at_ms: ttl.map(|t| now + t * UNIT + u64::from(key)),
+                        };
+                        let got = s.apply(&name(key), &w, now);
+                        prop_assert_eq!(got, m.apply(&name(key), &w, ApplyMode::Normal, now));
+                        if got == Ok(ApplyOutcome::Applied) && !expired(w.expires_at_ms, now) {
+                            wrote = Some((name(key), w));
+                        }
+                    }
+                    Op::Fill { key, hlc, len } => {
+                        let w = Write {
+                            version: Version { hlc, origin: 3 },
+                            value: Some(Bytes::from(vec![hlc as u8; len])),
+                            expires_at_ms: None,
+                        };
+                        let got = s.apply_mode(&name(key), &w, ApplyMode::Fill, now);
+                        prop_assert_eq!(got, m.apply(&name(key), &w, ApplyMode::Fill, now));
+                        if got == Ok(ApplyOutcome::Applied) {
+                            wrote = Some((name(key), w));
+                        }
+                    }
+                    Op::Delete { key, hlc } => {
+                        let w = Write { version: Version { hlc, origin: 2 }, value: None, expires_at_ms: None };
+                        prop_assert_eq!(
+                            s.apply(&name(key), &w, now),
+                            m.apply(&name(key), &w, ApplyMode::Normal, now)
+                        );
+                    }
+                    Op::Get { key } => {
+                        prop_assert_eq!(s.get(&name(key), now), m.get(&name(key), now));
+                    }
+                    Op::Release { key, exact } => {
+                        if let Some(mut v) = m.version_of(&name(key)) {
+                            v.hlc += u64::from(!exact);
+                            let released = s.release(&name(key), v);
+                            prop_assert_eq!(released, exact);
+                            if exact {
+                                m.recs.remove(&name(key));
+                            }
+                        }
+                    }
+                    Op::Sweep => prop_assert_eq!(s.sweep(now), m.sweep(now)),
+                    Op::Tick(units) => now += units * UNIT,
+                }
+                // Evictions: which entries is the store's choice; the model takes the
+                // ones the store no longer holds.
+                let evicted = s.stats().evictions - evictions;
+                let gone: Vec<String> = m
+                    .live()
+                    .map(|(k, _)| k.clone())
+                    .filter(|k| s.version_of(k).is_none())
+                    .collect();
+                prop_assert_eq!(gone.len() as u64, evicted, "{:?}", gone);
+                if let Some((key, w)) = &wrote {
+                    let size = (key.len() + w.value.as_ref().map_or(0, |v| v.len())) as u64;
+                    if m.over(1, size) {
+                        prop_assert_eq!(s.stats().items, 0, "alone over the limits: all go");
+                    } else {
+                        prop_assert!(!gone.contains(key), "the entry just written is spared");
+                    }
+                }
+                let sizes: Vec<u64> = gone.iter().map(|k| m.size(k)).collect();
+                for k in &gone {
+                    m.recs.remove(k);
+                }
+                m.stats.evictions += evicted;
+                let g = m.gauges();
+                prop_assert!(
+                    sizes.is_empty() || sizes.iter().any(|b| m.over(g.items + 1, g.bytes + b)),
+                    "eviction stops once within the limits"
+                );
+                // The same records, counters and gauges, within the limits.
+                prop_assert_eq!(s.stats(), g);
+                prop_assert!(!m.over(g.items, g.bytes));
+                for key in 0..KEYS {
+                    prop_assert_eq!(s.version_of(&name(key)), m.version_of(&name(key)));
+                    prop_assert_eq!(s.peek_record(&name(key), now), m.peek(&name(key), now));
+                }
+                s.live.check();
+                let mut rebuilt = SegmentLeaves::default();
+                rebuilt.rebuild(ring.clone(), all_records(&s.live, &s.tombstones));
+                prop_assert_eq!(s.leaves(&ring), rebuilt.leaves());
+            }
+        }
     }
 }

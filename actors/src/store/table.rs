@@ -49,6 +49,7 @@ use crate::types::{Version, MAX_KEY_BYTES};
 use bytes::Bytes;
 use hashbrown::HashTable;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasherDefault;
 
 /// The number of an entry's slot in the slab.
 pub(super) type Slot = u32;
@@ -82,6 +83,29 @@ const LARGE: u8 = 2;
 const REFERENCED: u8 = 4;
 
 type Chunk = Box<[Option<Box<[u8]>>]>;
+
+/// The hasher of the side map of large values, keyed by slot. Slot numbers are dense
+/// and chosen by the table, not by clients: a multiplicative spread is enough.
+#[derive(Default)]
+struct SlotHasher(u64);
+
+impl std::hash::Hasher for SlotHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u32(u32::from(b) ^ (self.0 as u32));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0 ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type SlotMap<V> = HashMap<Slot, V, BuildHasherDefault<SlotHasher>>;
 
 fn hash_key(key: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(key)
@@ -190,6 +214,14 @@ fn entry_at(chunks: &[Chunk], slot: Slot) -> EntryRef<'_> {
     EntryRef(slot_ref(chunks, slot).expect("an occupied slot"))
 }
 
+/// The result of [`LiveTable::lookup`].
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lookup {
+    hash: u64,
+    /// The slot of the key's entry, if it has one.
+    pub(super) slot: Option<Slot>,
+}
+
 /// What an entry that was replaced or removed held, for the store's accounting.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Gone {
@@ -206,7 +238,7 @@ pub(super) struct LiveTable {
     free: Vec<Slot>,
     len: usize,
     index: HashTable<Slot>,
-    large: HashMap<Slot, Bytes>,
+    large: SlotMap<Bytes>,
     deadlines: BTreeSet<(u64, Slot)>,
     hand: Slot,
 }
@@ -219,7 +251,7 @@ impl LiveTable {
             free: Vec::new(),
             len: 0,
             index: HashTable::new(),
-            large: HashMap::new(),
+            large: SlotMap::default(),
             deadlines: BTreeSet::new(),
             hand: 0,
         }
@@ -232,14 +264,19 @@ impl LiveTable {
 
     /// The slot of `key`'s entry.
     pub(super) fn find(&self, key: &str) -> Option<Slot> {
-        self.find_hashed(hash_key(key.as_bytes()), key)
+        self.lookup(key).slot
     }
 
-    fn find_hashed(&self, hash: u64, key: &str) -> Option<Slot> {
+    /// Where `key` is, for a [`LiveTable::put`] that follows with no other change in
+    /// between, so that a write hashes and searches once.
+    pub(super) fn lookup(&self, key: &str) -> Lookup {
+        let hash = hash_key(key.as_bytes());
         let chunks = &self.chunks;
-        self.index
+        let slot = self
+            .index
             .find(hash, |&s| entry_at(chunks, s).key_bytes() == key.as_bytes())
-            .copied()
+            .copied();
+        Lookup { hash, slot }
     }
 
     /// The entry in an occupied `slot`.
@@ -276,22 +313,24 @@ impl LiveTable {
         }
     }
 
-    /// Inserts `key`'s entry, or replaces it in its slot; returns the slot and what was
+    /// Inserts `key`'s entry, or replaces it in its slot; `at` is `key`'s
+    /// [`LiveTable::lookup`] with no change in between. Returns the slot and what was
     /// replaced. A replaced entry is marked used; a new key starts unmarked.
     pub(super) fn put(
         &mut self,
         leaves: &mut SegmentLeaves,
         key: &str,
+        at: Lookup,
         value: &Bytes,
         version: Version,
         expires_at_ms: Option<u64>,
     ) -> (Slot, Option<Gone>) {
-        let hash = hash_key(key.as_bytes());
+        debug_assert_eq!(at.slot, self.find(key), "a lookup that is out of date");
         let large = value.len() > INLINE_VALUE_MAX;
         let inline: &[u8] = if large { &[] } else { value };
         let flags = if large { LARGE } else { 0 };
         let need = encoded_len(key, inline, expires_at_ms);
-        let (slot, gone) = match self.find_hashed(hash, key) {
+        let (slot, gone) = match at.slot {
             Some(slot) => {
                 let old = self.entry(slot);
                 let (old_expiry, old_large) = (old.expires_at_ms(), old.is_large());
@@ -321,8 +360,9 @@ impl LiveTable {
                 encode_into(&mut buf, key, inline, version, expires_at_ms, flags);
                 let slot = self.alloc_slot(buf);
                 let chunks = &self.chunks;
-                self.index
-                    .insert_unique(hash, slot, |&s| hash_key(entry_at(chunks, s).key_bytes()));
+                self.index.insert_unique(at.hash, slot, |&s| {
+                    hash_key(entry_at(chunks, s).key_bytes())
+                });
                 self.len += 1;
                 (slot, None)
             }
@@ -467,6 +507,19 @@ mod tests {
     use crate::ring::Ring;
     use std::sync::Arc;
 
+    /// Looks `key` up and puts it.
+    fn put(
+        t: &mut LiveTable,
+        l: &mut SegmentLeaves,
+        key: &str,
+        value: &Bytes,
+        version: Version,
+        expires_at_ms: Option<u64>,
+    ) -> (Slot, Option<Gone>) {
+        let at = t.lookup(key);
+        t.put(l, key, at, value, version, expires_at_ms)
+    }
+
     fn v(hlc: u64) -> Version {
         Version { hlc, origin: 7 }
     }
@@ -494,9 +547,9 @@ mod tests {
     fn entries_round_trip_their_fields() {
         let (mut l, ring) = leaves();
         let mut t = LiveTable::new();
-        let (a, gone) = t.put(&mut l, "alpha", &val(100), v(1), None);
+        let (a, gone) = put(&mut t, &mut l, "alpha", &val(100), v(1), None);
         assert!(gone.is_none());
-        let (b, _) = t.put(&mut l, "β", &Bytes::new(), v(u64::MAX), Some(42));
+        let (b, _) = put(&mut t, &mut l, "β", &Bytes::new(), v(u64::MAX), Some(42));
         let e = t.entry(a);
         assert_eq!(
             (e.key(), e.version(), e.expires_at_ms()),
@@ -512,7 +565,7 @@ mod tests {
             (Some(a), Some(b), None)
         );
         let key = "k".repeat(MAX_KEY_BYTES);
-        let (c, _) = t.put(&mut l, &key, &val(3), v(2), None);
+        let (c, _) = put(&mut t, &mut l, &key, &val(3), v(2), None);
         assert_eq!(t.entry(c).key(), key);
         t.check();
         assert_leaves(&t, &l, &ring);
@@ -522,8 +575,8 @@ mod tests {
     fn overwrite_keeps_the_slot_and_reports_what_it_replaced() {
         let (mut l, ring) = leaves();
         let mut t = LiveTable::new();
-        let (a, _) = t.put(&mut l, "a", &val(10), v(1), Some(5));
-        let (same, gone) = t.put(&mut l, "a", &val(10), v(2), None);
+        let (a, _) = put(&mut t, &mut l, "a", &val(10), v(1), Some(5));
+        let (same, gone) = put(&mut t, &mut l, "a", &val(10), v(2), None);
         assert_eq!(same, a);
         assert_eq!(
             gone,
@@ -533,7 +586,7 @@ mod tests {
             })
         );
         assert_eq!(t.first_due(u64::MAX), None, "the old deadline went");
-        let (_, gone) = t.put(&mut l, "a", &val(3), v(3), Some(9));
+        let (_, gone) = put(&mut t, &mut l, "a", &val(3), v(3), Some(9));
         assert_eq!(
             gone,
             Some(Gone {
@@ -551,7 +604,7 @@ mod tests {
         let (mut l, ring) = leaves();
         let mut t = LiveTable::new();
         let slots: Vec<Slot> = (0..5)
-            .map(|i| t.put(&mut l, &format!("k{i}"), &val(1), v(1), None).0)
+            .map(|i| put(&mut t, &mut l, &format!("k{i}"), &val(1), v(1), None).0)
             .collect();
         assert_eq!(slots, vec![0, 1, 2, 3, 4]);
         assert_eq!(
@@ -563,11 +616,11 @@ mod tests {
         );
         assert_eq!(t.remove(&mut l, 3).version, v(1));
         assert_eq!(t.find("k1"), None);
-        let (s, _) = t.put(&mut l, "new", &val(1), v(2), None);
+        let (s, _) = put(&mut t, &mut l, "new", &val(1), v(2), None);
         assert_eq!(s, 3, "the last freed slot first");
-        let (s, _) = t.put(&mut l, "newer", &val(1), v(2), None);
+        let (s, _) = put(&mut t, &mut l, "newer", &val(1), v(2), None);
         assert_eq!(s, 1);
-        let (s, _) = t.put(&mut l, "newest", &val(1), v(2), None);
+        let (s, _) = put(&mut t, &mut l, "newest", &val(1), v(2), None);
         assert_eq!(s, 5, "then a new slot");
         assert_eq!(t.len(), 6);
         t.check();
@@ -579,7 +632,7 @@ mod tests {
         let (mut l, _) = leaves();
         let mut t = LiveTable::new();
         for i in 0..CHUNK_SLOTS + 1 {
-            t.put(&mut l, &format!("k{i}"), &val(1), v(1), None);
+            put(&mut t, &mut l, &format!("k{i}"), &val(1), v(1), None);
         }
         assert_eq!(t.chunks.len(), 2);
         assert!(t.chunks.iter().all(|c| c.len() == CHUNK_SLOTS));
@@ -591,26 +644,26 @@ mod tests {
         let (mut l, ring) = leaves();
         let mut t = LiveTable::new();
         let big = val(INLINE_VALUE_MAX + 1);
-        let (s, _) = t.put(&mut l, "big", &big, v(1), Some(3));
+        let (s, _) = put(&mut t, &mut l, "big", &big, v(1), Some(3));
         assert_eq!(t.entry(s).0.len(), HEADER + EXPIRY_LEN + 3);
         let read = t.value(s);
         assert_eq!(read, big);
         assert_eq!(read.as_ptr(), big.as_ptr(), "the same buffer");
         // At the threshold a value is inline, and a read is a copy.
         let edge = val(INLINE_VALUE_MAX);
-        let (e, _) = t.put(&mut l, "edge", &edge, v(1), None);
+        let (e, _) = put(&mut t, &mut l, "edge", &edge, v(1), None);
         assert_ne!(t.value(e).as_ptr(), edge.as_ptr());
         t.check();
         // Large to small and back, then removal: the side map follows.
         assert_eq!(
-            t.put(&mut l, "big", &val(2), v(2), None).1,
+            put(&mut t, &mut l, "big", &val(2), v(2), None).1,
             Some(Gone {
                 version: v(1),
                 bytes: 3 + big.len() as u64
             })
         );
         t.check();
-        t.put(&mut l, "big", &big, v(3), None);
+        put(&mut t, &mut l, "big", &big, v(3), None);
         t.check();
         assert_eq!(t.remove(&mut l, s).bytes, 3 + big.len() as u64);
         assert!(t.large.is_empty());
@@ -623,7 +676,7 @@ mod tests {
         let (mut l, _) = leaves();
         let mut t = LiveTable::new();
         for k in ["a", "b", "c"] {
-            t.put(&mut l, k, &val(1), v(1), None);
+            put(&mut t, &mut l, k, &val(1), v(1), None);
         }
         t.touch(t.find("a").unwrap());
         // a was read: the hand clears its flag and takes b.
@@ -632,7 +685,7 @@ mod tests {
         t.remove(&mut l, b);
         assert!(!t.entry(t.find("a").unwrap()).referenced());
         // An overwrite is a use too.
-        t.put(&mut l, "c", &val(1), v(2), None);
+        put(&mut t, &mut l, "c", &val(1), v(2), None);
         let next = t.victim(None).unwrap();
         assert_eq!(t.entry(next).key(), "a", "its second chance is spent");
         t.remove(&mut l, next);
@@ -643,8 +696,8 @@ mod tests {
     fn clock_never_takes_the_protected_entry_while_another_is_held() {
         let (mut l, _) = leaves();
         let mut t = LiveTable::new();
-        let (a, _) = t.put(&mut l, "a", &val(1), v(1), None);
-        let (b, _) = t.put(&mut l, "b", &val(1), v(1), None);
+        let (a, _) = put(&mut t, &mut l, "a", &val(1), v(1), None);
+        let (b, _) = put(&mut t, &mut l, "b", &val(1), v(1), None);
         t.touch(b);
         assert_eq!(t.victim(Some(a)), Some(b));
         t.remove(&mut l, b);
@@ -659,7 +712,7 @@ mod tests {
         let mut t = LiveTable::new();
         let n = SECOND_CHANCE_LIMIT + 10;
         for i in 0..n {
-            let (s, _) = t.put(&mut l, &format!("k{i}"), &val(1), v(1), None);
+            let (s, _) = put(&mut t, &mut l, &format!("k{i}"), &val(1), v(1), None);
             t.touch(s);
         }
         // Every entry was used: the hand gives up after the limit.
@@ -673,12 +726,12 @@ mod tests {
         let (mut l, ring) = leaves();
         let mut t = LiveTable::new();
         for (i, k) in ["a", "b", "c", "d"].iter().enumerate() {
-            t.put(&mut l, k, &val(1), v(1), Some(10 + i as u64));
+            put(&mut t, &mut l, k, &val(1), v(1), Some(10 + i as u64));
         }
         assert_eq!(t.first_due(9), None);
         assert_eq!(t.first_due(10), t.find("a"));
         // Overwritten without expiry, removed, evicted: each leaves the index.
-        t.put(&mut l, "a", &val(1), v(2), None);
+        put(&mut t, &mut l, "a", &val(1), v(2), None);
         let b = t.find("b").unwrap();
         t.remove(&mut l, b);
         let c = t.victim(Some(t.find("d").unwrap())).unwrap();
@@ -688,7 +741,7 @@ mod tests {
         assert_eq!(t.first_due(12), None);
         assert_eq!(t.first_due(13), t.find("d"));
         // A reused slot carries its new deadline only.
-        let (s, _) = t.put(&mut l, "e", &val(1), v(1), Some(1));
+        let (s, _) = put(&mut t, &mut l, "e", &val(1), v(1), Some(1));
         assert_eq!(s, c);
         assert_eq!(t.first_due(1), Some(s));
         t.check();
