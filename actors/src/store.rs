@@ -1370,23 +1370,21 @@ mod against_a_model {
         }
 
         fn get(&mut self, key: &str, now: u64) -> Option<Stored> {
-            match self.recs.get(key) {
-                Some(Rec::Live {
-                    value,
-                    version,
-                    expires_at_ms,
-                }) => {
-                    if !expired(*expires_at_ms, now) {
-                        self.stats.hits += 1;
-                        return Some(Stored {
-                            value: value.clone(),
-                            version: *version,
-                            expires_at_ms: *expires_at_ms,
-                        });
-                    }
-                    self.expire(key, now);
+            if let Some(Rec::Live {
+                value,
+                version,
+                expires_at_ms,
+            }) = self.recs.get(key)
+            {
+                if !expired(*expires_at_ms, now) {
+                    self.stats.hits += 1;
+                    return Some(Stored {
+                        value: value.clone(),
+                        version: *version,
+                        expires_at_ms: *expires_at_ms,
+                    });
                 }
-                _ => {}
+                self.expire(key, now);
             }
             self.stats.misses += 1;
             None
