@@ -316,7 +316,7 @@ impl NodeHandle {
         self.shards.crash_shard_of(key)
     }
 
-    /// Test-only: this node's own record of `key` (no routing, no LRU or counter change).
+    /// Test-only: this node's own record of `key` (no routing, no eviction mark or counter change).
     #[cfg(feature = "test-hooks")]
     pub async fn local_record(&self, key: &str) -> Result<Option<crate::types::Write>, CacheError> {
         Ok(self

@@ -58,7 +58,7 @@ pub enum ShardMsg {
         max_bytes: usize,
         reply: RpcReplyPort<Listing>,
     },
-    /// The raw records of `keys` (no LRU or counter change); answered in order.
+    /// The raw records of `keys` (no eviction mark or counter change); answered in order.
     Records {
         keys: Vec<Key>,
         reply: RpcReplyPort<Vec<Option<Write>>>,

@@ -1,15 +1,29 @@
-//! The pure store of one shard: live entries in LRU order, tombstones, capacity and byte
-//! limits, expiry, and the counters an operator reads.
+//! The pure store of one shard: live entries and their eviction order, tombstones,
+//! capacity and byte limits, expiry, and the counters an operator reads.
 //!
 //! Owns no clock and no I/O: every call that depends on time takes `now_ms`. The actor in
-//! [`crate::shard`] owns one `ShardStore` and feeds it messages and sweep ticks.
+//! [`crate::shard`] owns one `ShardStore` and feeds it messages and sweep ticks. Live
+//! entries are held compactly by [`table::LiveTable`] (one allocation per entry, a slab
+//! of slots, a hash index of slot numbers, a deadline index); tombstones, which are few
+//! and purged oldest first, are held in [`Records`].
+//!
+//! Keys are at most [`crate::types::MAX_KEY_BYTES`] long (every entry point validates
+//! them before they reach a shard).
 //!
 //! Invariants:
 //! - `apply` is last-write-wins by [`Version`]: a write never replaces a newer version, so
 //!   applying any set of writes in any order, with duplicates, ends in the same state.
 //! - Live items never exceed `capacity_items`, and live key+value bytes never exceed
-//!   `capacity_bytes` (when set): the least recently used entries are evicted first.
-//! - An expired entry is never returned; it is removed when read or by `sweep`.
+//!   `capacity_bytes` (when set). Past either, entries are evicted one at a time by CLOCK
+//!   (second chance), an approximation of least-recently-used order like Redis's sampled
+//!   LRU: a read or an overwrite marks an entry used; the eviction hand walks the
+//!   entries, unmarking used ones and evicting the first unmarked one (or, after
+//!   [`table::SECOND_CHANCE_LIMIT`] unmarked in one eviction, the one under the hand). So
+//!   an entry read since the hand last passed it survives the next pass, and a new key
+//!   starts unmarked. The entry being written is never evicted to make room for itself
+//!   unless it alone is over the limits.
+//! - An expired entry is never returned; it is removed when read or by `sweep`, which
+//!   walks a deadline index and so does work in proportion to what expires.
 //! - A tombstone is kept until its retention has passed, so an older value cannot
 //!   resurrect a deleted key while the tombstone exists. An expired value becomes a
 //!   tombstone of its version for the same reason. Tombstones have their own byte budget
@@ -19,9 +33,13 @@
 //!   an expired value that finds the budget full is dropped without a tombstone
 //!   (counted: every replica expires it at the same instant anyway).
 //! - The anti-entropy leaves ([`SegmentLeaves`]) always equal leaves rebuilt from the
-//!   records held: live values and tombstones are held in [`Records`], whose every change
-//!   of a key's version (insert, overwrite, tombstone, expiry, eviction, release, purge)
-//!   goes through it and updates the leaves.
+//!   records held: every change of a key's version (insert, overwrite, tombstone,
+//!   expiry, eviction, release, purge) goes through [`table::LiveTable`] or [`Records`],
+//!   the only code that changes them, and updates the leaves.
+
+mod table;
+
+pub use table::INLINE_VALUE_MAX;
 
 use crate::merkle::{Leaf, Listing, SegmentLeaves};
 use crate::ring::Ring;
@@ -29,14 +47,7 @@ use crate::types::{ApplyMode, ApplyOutcome, Key, Stored, Version, Write};
 use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::Arc;
-
-/// A live entry.
-#[derive(Debug, Clone)]
-struct Entry {
-    value: Bytes,
-    version: Version,
-    expires_at_ms: Option<u64>,
-}
+use table::{LiveTable, Lookup, Slot};
 
 /// A remembered delete.
 #[derive(Debug, Clone, Copy)]
@@ -48,19 +59,6 @@ struct Tombstone {
 /// A record that carries a version.
 trait Versioned {
     fn version(&self) -> Version;
-    /// Whether it has an expiry time (so the sweep must look at it).
-    fn expires(&self) -> bool {
-        false
-    }
-}
-
-impl Versioned for Entry {
-    fn version(&self) -> Version {
-        self.version
-    }
-    fn expires(&self) -> bool {
-        self.expires_at_ms.is_some()
-    }
 }
 
 impl Versioned for Tombstone {
@@ -76,13 +74,12 @@ mod records {
     use crate::types::{Key, Version};
     use lru::LruCache;
 
-    /// An LRU map of records and the one place that changes it: every key that appears,
-    /// goes, or changes version is reported to the leaves passed in, so they stay equal to
-    /// leaves rebuilt from the records. Reads go through [`Records::map`].
+    /// A map of records in the order they were last put, and the one place that changes
+    /// it: every key that appears, goes, or changes version is reported to the leaves
+    /// passed in, so they stay equal to leaves rebuilt from the records. Reads go
+    /// through [`Records::map`].
     pub(super) struct Records<V> {
         map: LruCache<Key, V>,
-        /// Records with an expiry time.
-        expiring: usize,
     }
 
     impl<V: Versioned> Records<V> {
@@ -91,30 +88,19 @@ mod records {
             &self.map
         }
 
-        /// How many records have an expiry time.
-        pub(super) fn expiring(&self) -> usize {
-            self.expiring
-        }
-
         pub(super) fn new() -> Self {
             Self {
                 map: LruCache::unbounded(),
-                expiring: 0,
             }
         }
 
-        fn gone(&mut self, leaves: &mut SegmentLeaves, key: &str, old: &V) {
-            leaves.remove(key, old.version());
-            self.expiring -= usize::from(old.expires());
-        }
-
-        /// Inserts or replaces (and refreshes) `key`; returns the record it replaced.
+        /// Inserts or replaces (and moves to the newest end) `key`; returns the record
+        /// it replaced.
         pub(super) fn put(&mut self, leaves: &mut SegmentLeaves, key: &str, rec: V) -> Option<V> {
             let v = rec.version();
-            self.expiring += usize::from(rec.expires());
             let old = self.map.put(key.to_owned(), rec);
             if let Some(o) = &old {
-                self.gone(leaves, key, o);
+                leaves.remove(key, o.version());
             }
             leaves.add(key, v);
             old
@@ -122,19 +108,15 @@ mod records {
 
         pub(super) fn pop(&mut self, leaves: &mut SegmentLeaves, key: &str) -> Option<V> {
             let old = self.map.pop(key)?;
-            self.gone(leaves, key, &old);
+            leaves.remove(key, old.version());
             Some(old)
         }
 
-        pub(super) fn pop_lru(&mut self, leaves: &mut SegmentLeaves) -> Option<(Key, V)> {
+        /// Removes the oldest record.
+        pub(super) fn pop_oldest(&mut self, leaves: &mut SegmentLeaves) -> Option<(Key, V)> {
             let (k, old) = self.map.pop_lru()?;
-            self.gone(leaves, &k, &old);
+            leaves.remove(&k, old.version());
             Some((k, old))
-        }
-
-        /// Reads `key` and makes it the most recently used (no version change).
-        pub(super) fn get(&mut self, key: &str) -> Option<&V> {
-            self.map.get(key)
         }
 
         pub(super) fn versions(&self) -> impl Iterator<Item = (&str, Version)> {
@@ -215,7 +197,7 @@ impl std::ops::AddAssign for ShardStats {
 
 /// One shard's data.
 pub struct ShardStore {
-    live: Records<Entry>,
+    live: LiveTable,
     tombstones: Records<Tombstone>,
     leaves: SegmentLeaves,
     limits: ShardLimits,
@@ -224,18 +206,24 @@ pub struct ShardStore {
     stats: ShardStats,
 }
 
-fn entry_bytes(key: &str, value: &Bytes) -> u64 {
-    (key.len() + value.len()) as u64
-}
-
 fn expired(expires_at_ms: Option<u64>, now_ms: u64) -> bool {
     matches!(expires_at_ms, Some(t) if t <= now_ms)
+}
+
+/// Every record held, live and tombstone, with its version.
+fn all_records<'a>(
+    live: &'a LiveTable,
+    tombstones: &'a Records<Tombstone>,
+) -> impl Iterator<Item = (&'a str, Version)> + 'a {
+    live.iter()
+        .map(|e| (e.key(), e.version()))
+        .chain(tombstones.versions())
 }
 
 impl ShardStore {
     pub fn new(limits: ShardLimits) -> Self {
         Self {
-            live: Records::new(),
+            live: LiveTable::new(),
             tombstones: Records::new(),
             leaves: SegmentLeaves::default(),
             limits,
@@ -247,8 +235,8 @@ impl ShardStore {
 
     /// Drops every record and tombstone (the counters stay); how many records went.
     pub fn clear(&mut self) -> u64 {
-        let n = (self.live.map().len() + self.tombstones.map().len()) as u64;
-        self.live = Records::new();
+        let n = (self.live.len() + self.tombstones.map().len()) as u64;
+        self.live = LiveTable::new();
         self.tombstones = Records::new();
         // No records, no leaves: they are rebuilt for the ring the next compare names.
         self.leaves = SegmentLeaves::default();
@@ -257,23 +245,22 @@ impl ShardStore {
         n
     }
 
-    /// Reads a live value, refreshing its LRU position. Counts a hit or a miss; an
+    /// Reads a live value, marking it used for eviction. Counts a hit or a miss; an
     /// expired entry is removed and counted as an expiration and a miss.
     pub fn get(&mut self, key: &str, now_ms: u64) -> Option<Stored> {
-        let found = match self.live.get(key) {
-            Some(e) if expired(e.expires_at_ms, now_ms) => None,
-            Some(e) => {
+        if let Some(slot) = self.live.find(key) {
+            let e = self.live.entry(slot);
+            let (version, expires_at_ms) = (e.version(), e.expires_at_ms());
+            if !expired(expires_at_ms, now_ms) {
+                self.live.touch(slot);
                 self.stats.hits += 1;
                 return Some(Stored {
-                    value: e.value.clone(),
-                    version: e.version,
-                    expires_at_ms: e.expires_at_ms,
+                    value: self.live.value(slot),
+                    version,
+                    expires_at_ms,
                 });
             }
-            None => Some(()),
-        };
-        if found.is_none() {
-            self.expire_to_tombstone(key, now_ms);
+            self.expire_to_tombstone(key, slot, now_ms);
         }
         self.stats.misses += 1;
         None
@@ -289,6 +276,10 @@ impl ShardStore {
                 expires_at_ms: st.expires_at_ms,
             });
         }
+        self.tombstone_record(key)
+    }
+
+    fn tombstone_record(&self, key: &str) -> Option<Write> {
         self.tombstones.map().peek(key).map(|t| Write {
             version: t.version,
             value: None,
@@ -296,19 +287,18 @@ impl ShardStore {
         })
     }
 
-    /// The version this shard holds for `key` (live or tombstone), without touching LRU
-    /// order or counters.
+    /// The version this shard holds for `key` (live or tombstone), without marking it
+    /// used or counting.
     pub fn version_of(&self, key: &str) -> Option<Version> {
-        self.live
-            .map()
-            .peek(key)
-            .map(|e| e.version)
-            .or_else(|| self.tombstones.map().peek(key).map(|t| t.version))
+        match self.live.find(key) {
+            Some(slot) => Some(self.live.entry(slot).version()),
+            None => self.tombstones.map().peek(key).map(|t| t.version),
+        }
     }
 
     /// True when one more live item would force an eviction.
     pub fn is_full(&self) -> bool {
-        self.live.map().len() >= self.limits.capacity_items
+        self.live.len() >= self.limits.capacity_items
             || matches!(self.limits.capacity_bytes, Some(b) if self.bytes >= b)
     }
 
@@ -335,43 +325,37 @@ impl ShardStore {
 
     /// Every key this shard has a record for (live or tombstone) with its version.
     pub fn versions(&self) -> Vec<(Key, Version)> {
-        self.live
-            .versions()
-            .chain(self.tombstones.versions())
+        all_records(&self.live, &self.tombstones)
             .map(|(k, v)| (k.to_owned(), v))
             .collect()
     }
 
-    /// The raw record of `key` (live value or tombstone) without touching LRU order or
-    /// counters; expired values are reported as absent.
+    /// The raw record of `key` (live value or tombstone) without marking it used or
+    /// counting; expired values are reported as absent.
     pub fn peek_record(&self, key: &str, now_ms: u64) -> Option<Write> {
-        if let Some(e) = self.live.map().peek(key) {
-            if expired(e.expires_at_ms, now_ms) {
+        if let Some(slot) = self.live.find(key) {
+            let e = self.live.entry(slot);
+            if expired(e.expires_at_ms(), now_ms) {
                 return None;
             }
             return Some(Write {
-                version: e.version,
-                value: Some(e.value.clone()),
-                expires_at_ms: e.expires_at_ms,
+                version: e.version(),
+                value: Some(self.live.value(slot)),
+                expires_at_ms: e.expires_at_ms(),
             });
         }
-        self.tombstones.map().peek(key).map(|t| Write {
-            version: t.version,
-            value: None,
-            expires_at_ms: None,
-        })
+        self.tombstone_record(key)
     }
 
     /// Drops this shard's copy of `key` if it still holds exactly `version` (used after
     /// the key's new owners acknowledged it). Returns whether it was dropped.
     pub fn release(&mut self, key: &str, version: Version) -> bool {
-        if self
-            .live
-            .map()
-            .peek(key)
-            .is_some_and(|e| e.version == version)
-        {
-            return self.remove_live(key);
+        if let Some(slot) = self.live.find(key) {
+            if self.live.entry(slot).version() != version {
+                return false;
+            }
+            self.remove_live_slot(slot);
+            return true;
         }
         if self
             .tombstones
@@ -392,7 +376,12 @@ impl ShardStore {
         write: &Write,
         now_ms: u64,
     ) -> Result<ApplyOutcome, ApplyError> {
-        match self.version_of(key) {
+        let at = self.live.lookup(key);
+        let held = match at.slot {
+            Some(slot) => Some(self.live.entry(slot).version()),
+            None => self.tombstones.map().peek(key).map(|t| t.version),
+        };
+        match held {
             Some(v) if v > write.version => {
                 self.stats.writes_stale += 1;
                 return Ok(ApplyOutcome::Stale);
@@ -405,14 +394,16 @@ impl ShardStore {
             // tombstone still blocks older versions.
             Some(value) if !expired(write.expires_at_ms, now_ms) => {
                 self.pop_tombstone(key);
-                self.insert_live(key, value.clone(), write.version, write.expires_at_ms);
+                self.insert_live(key, at, value, write.version, write.expires_at_ms);
             }
             _ => {
                 if !self.room_for_tombstone(key, now_ms) {
                     self.stats.tombstones_refused += 1;
                     return Err(ApplyError::TombstonesFull);
                 }
-                self.remove_live(key);
+                if let Some(slot) = at.slot {
+                    self.remove_live_slot(slot);
+                }
                 self.put_tombstone(key, write.version, now_ms);
             }
         }
@@ -421,8 +412,8 @@ impl ShardStore {
     }
 
     /// True when a tombstone for `key` fits the budget, after purging tombstones past
-    /// their retention (the oldest are at the LRU end: tombstones are ordered by when
-    /// they were written, and all share one retention).
+    /// their retention (the oldest are first: tombstones are ordered by when they were
+    /// written, and all share one retention).
     fn room_for_tombstone(&mut self, key: &str, now_ms: u64) -> bool {
         let replaced = self
             .tombstones
@@ -441,7 +432,7 @@ impl ShardStore {
             if !oldest_due {
                 return false;
             }
-            if let Some((k, _)) = self.tombstones.pop_lru(&mut self.leaves) {
+            if let Some((k, _)) = self.tombstones.pop_oldest(&mut self.leaves) {
                 self.tombstone_bytes -= tombstone_size(&k);
                 self.stats.tombstones_purged += 1;
             }
@@ -450,6 +441,10 @@ impl ShardStore {
     }
 
     fn pop_tombstone(&mut self, key: &str) -> bool {
+        // Most writes meet no tombstone at all: skip hashing the key then.
+        if self.tombstones.map().is_empty() {
+            return false;
+        }
         match self.tombstones.pop(&mut self.leaves, key) {
             Some(_) => {
                 self.tombstone_bytes -= tombstone_size(key);
@@ -459,36 +454,37 @@ impl ShardStore {
         }
     }
 
+    /// Puts `key`'s value; `at` is its lookup, with no change to live entries since.
     fn insert_live(
         &mut self,
         key: &str,
-        value: Bytes,
+        at: Lookup,
+        value: &Bytes,
         version: Version,
         expires_at_ms: Option<u64>,
     ) {
-        let size = entry_bytes(key, &value);
-        let entry = Entry {
-            value,
-            version,
-            expires_at_ms,
-        };
-        if let Some(old) = self.live.put(&mut self.leaves, key, entry) {
-            self.bytes -= entry_bytes(key, &old.value);
+        let (slot, old) = self
+            .live
+            .put(&mut self.leaves, key, at, value, version, expires_at_ms);
+        if let Some(old) = old {
+            self.bytes -= old.bytes;
         }
-        self.bytes += size;
-        self.enforce_limits();
+        self.bytes += (key.len() + value.len()) as u64;
+        self.enforce_limits(slot);
     }
 
-    fn enforce_limits(&mut self) {
+    /// Evicts until the live entries are within the limits, sparing `written` (the
+    /// entry just written) unless it alone is over them.
+    fn enforce_limits(&mut self, written: Slot) {
         loop {
-            let over_items = self.live.map().len() > self.limits.capacity_items;
+            let over_items = self.live.len() > self.limits.capacity_items;
             let over_bytes = matches!(self.limits.capacity_bytes, Some(b) if self.bytes > b);
             if !over_items && !over_bytes {
                 return;
             }
-            match self.live.pop_lru(&mut self.leaves) {
-                Some((k, e)) => {
-                    self.bytes -= entry_bytes(&k, &e.value);
+            match self.live.victim(Some(written)) {
+                Some(slot) => {
+                    self.remove_live_slot(slot);
                     self.stats.evictions += 1;
                 }
                 None => return,
@@ -496,18 +492,16 @@ impl ShardStore {
         }
     }
 
-    /// Turns an expired live entry into a tombstone of the same version, so a replica
-    /// that still holds an older value cannot bring it back.
+    /// Turns the expired live entry of `key` (in `slot`) into a tombstone of the same
+    /// version, so a replica that still holds an older value cannot bring it back.
     /// (When the tombstone budget has no room, the value is dropped without one.)
-    fn expire_to_tombstone(&mut self, key: &str, now_ms: u64) {
-        if let Some(e) = self.live.pop(&mut self.leaves, key) {
-            self.bytes -= entry_bytes(key, &e.value);
-            self.stats.expirations += 1;
-            if self.room_for_tombstone(key, now_ms) {
-                self.put_tombstone(key, e.version, now_ms);
-            } else {
-                self.stats.tombstones_evicted += 1;
-            }
+    fn expire_to_tombstone(&mut self, key: &str, slot: Slot, now_ms: u64) {
+        let version = self.remove_live_slot(slot);
+        self.stats.expirations += 1;
+        if self.room_for_tombstone(key, now_ms) {
+            self.put_tombstone(key, version, now_ms);
+        } else {
+            self.stats.tombstones_evicted += 1;
         }
     }
 
@@ -526,35 +520,25 @@ impl ShardStore {
         }
     }
 
-    fn remove_live(&mut self, key: &str) -> bool {
-        match self.live.pop(&mut self.leaves, key) {
-            Some(e) => {
-                self.bytes -= entry_bytes(key, &e.value);
-                true
-            }
-            None => false,
-        }
+    /// Removes the live entry in `slot`; returns its version.
+    fn remove_live_slot(&mut self, slot: Slot) -> Version {
+        let gone = self.live.remove(&mut self.leaves, slot);
+        self.bytes -= gone.bytes;
+        gone.version
     }
 
     /// Removes expired entries and tombstones past retention. Returns how many live
-    /// entries expired.
+    /// entries expired. Entries are found through the deadline index, so the work is
+    /// in proportion to what expires, not to what is held.
     pub fn sweep(&mut self, now_ms: u64) -> u64 {
-        // Only entries with an expiry time can expire: with none, no scan.
-        let dead: Vec<Key> = if self.live.expiring() == 0 {
-            Vec::new()
-        } else {
-            self.live
-                .map()
-                .iter()
-                .filter(|(_, e)| expired(e.expires_at_ms, now_ms))
-                .map(|(k, _)| k.clone())
-                .collect()
-        };
-        for k in &dead {
-            self.expire_to_tombstone(k, now_ms);
+        let mut expired = 0;
+        while let Some(slot) = self.live.first_due(now_ms) {
+            let key = self.live.entry(slot).key().to_owned();
+            self.expire_to_tombstone(&key, slot, now_ms);
+            expired += 1;
         }
         // Tombstones are in the order they were written and share one retention: the
-        // ones due are at the LRU end.
+        // ones due are the oldest.
         let mut purged = 0;
         while self
             .tombstones
@@ -562,20 +546,20 @@ impl ShardStore {
             .peek_lru()
             .is_some_and(|(_, t)| t.purge_at_ms <= now_ms)
         {
-            if let Some((k, _)) = self.tombstones.pop_lru(&mut self.leaves) {
+            if let Some((k, _)) = self.tombstones.pop_oldest(&mut self.leaves) {
                 self.tombstone_bytes -= tombstone_size(&k);
                 purged += 1;
             }
         }
         self.stats.tombstones_purged += purged;
-        dead.len() as u64
+        expired
     }
 
     /// Keeps the leaves for `ring`: rebuilt from the records when they were kept for
     /// another ring (or none), which happens once per ring change.
     fn use_ring(&mut self, ring: &Arc<Ring>) {
         if self.leaves.fingerprint() != Some(ring.fingerprint()) {
-            let records = self.live.versions().chain(self.tombstones.versions());
+            let records = all_records(&self.live, &self.tombstones);
             self.leaves.rebuild(ring.clone(), records);
         }
     }
@@ -598,7 +582,7 @@ impl ShardStore {
         self.use_ring(ring);
         let mut entries: Vec<(u32, Key, Version)> = Vec::new();
         if !segments.is_empty() {
-            for (k, v) in self.live.versions().chain(self.tombstones.versions()) {
+            for (k, v) in all_records(&self.live, &self.tombstones) {
                 if let Some(s) = self.leaves.segment_of(k) {
                     if segments.binary_search(&s).is_ok() {
                         entries.push((s, k.to_owned(), v));
@@ -614,7 +598,7 @@ impl ShardStore {
     /// Current counters and gauges.
     pub fn stats(&self) -> ShardStats {
         ShardStats {
-            items: self.live.map().len() as u64,
+            items: self.live.len() as u64,
             bytes: self.bytes,
             tombstones: self.tombstones.map().len() as u64,
             tombstone_bytes: self.tombstone_bytes,
@@ -696,17 +680,82 @@ mod tests {
     }
 
     #[test]
-    fn capacity_evicts_least_recently_used() {
+    fn capacity_evicts_an_entry_not_used_since_the_hand_passed() {
         let mut s = ShardStore::new(limits(2));
         ap(&mut s, "a", &w(1, Some("1"), None), 0);
         ap(&mut s, "b", &w(2, Some("2"), None), 0);
         s.get("a", 0);
+        // a was read: the hand spends its second chance and takes b.
         ap(&mut s, "c", &w(3, Some("3"), None), 0);
         assert!(s.get("b", 0).is_none());
-        assert!(s.get("a", 0).is_some());
         assert!(s.get("c", 0).is_some());
         let st = s.stats();
         assert_eq!((st.items, st.evictions), (2, 1));
+        // Not read again, a goes next (c was read, and a new key is spared).
+        ap(&mut s, "d", &w(4, Some("4"), None), 0);
+        assert!(s.version_of("a").is_none());
+        assert!(s.version_of("c").is_some() && s.version_of("d").is_some());
+    }
+
+    #[test]
+    fn the_key_being_written_is_evicted_only_when_it_alone_is_over_the_limits() {
+        let mut s = ShardStore::new(ShardLimits {
+            capacity_bytes: Some(10),
+            ..limits(3)
+        });
+        for (i, k) in ["a", "b", "c"].iter().enumerate() {
+            ap(&mut s, k, &w(i as u64 + 1, Some("1"), None), 0);
+        }
+        for k in ["a", "b", "c"] {
+            s.get(k, 0);
+        }
+        // Every entry was read; the new one still stays.
+        ap(&mut s, "d", &w(9, Some("1"), None), 0);
+        assert!(s.version_of("d").is_some());
+        assert_eq!(s.stats().items, 3);
+        // Ten bytes of key and value: room for it alone, so everything else goes.
+        ap(&mut s, "e", &w(10, Some("123456789"), None), 0);
+        assert_eq!((s.stats().items, s.stats().bytes), (1, 10));
+        // Eleven: nothing is left, and nothing is over the limit.
+        ap(&mut s, "f", &w(11, Some("1234567890"), None), 0);
+        let st = s.stats();
+        assert_eq!((st.items, st.bytes, st.evictions), (0, 0, 6));
+    }
+
+    #[test]
+    fn the_sweep_follows_deadlines_through_overwrites() {
+        let mut s = ShardStore::new(limits(10));
+        ap(&mut s, "a", &w(1, Some("x"), Some(100)), 0);
+        ap(&mut s, "b", &w(1, Some("x"), Some(200)), 0);
+        ap(&mut s, "c", &w(1, Some("x"), Some(300)), 0);
+        // a no longer expires; b expires later; c expires sooner.
+        ap(&mut s, "a", &w(2, Some("y"), None), 0);
+        ap(&mut s, "b", &w(2, Some("y"), Some(400)), 0);
+        ap(&mut s, "c", &w(2, Some("y"), Some(50)), 0);
+        assert_eq!(s.sweep(49), 0);
+        assert_eq!(s.sweep(350), 1);
+        assert!(s.version_of("c").is_some(), "a tombstone of its version");
+        assert!(s.get("b", 350).is_some() && s.get("a", 350).is_some());
+        assert_eq!(s.sweep(u64::MAX - 1), 1);
+        assert_eq!(s.stats().items, 1);
+        s.live.check();
+    }
+
+    #[test]
+    fn large_values_read_back_shared_and_count_their_bytes() {
+        let mut s = ShardStore::new(limits(10));
+        let big = Bytes::from(vec![7u8; INLINE_VALUE_MAX + 1]);
+        let write = Write {
+            version: Version { hlc: 1, origin: 1 },
+            value: Some(big.clone()),
+            expires_at_ms: None,
+        };
+        ap(&mut s, "big", &write, 0);
+        let read = s.get("big", 0).unwrap().value;
+        assert_eq!((read.as_ptr(), read.len()), (big.as_ptr(), big.len()));
+        assert_eq!(s.stats().bytes, 3 + big.len() as u64);
+        assert!(s.release("big", write.version));
+        assert_eq!(s.stats().bytes, 0);
     }
 
     #[test]
@@ -989,8 +1038,7 @@ mod leaves_stay_in_step {
 
     fn rebuilt(s: &ShardStore, ring: &Arc<Ring>) -> HashMap<u32, Leaf> {
         let mut l = SegmentLeaves::default();
-        let records = s.live.versions().chain(s.tombstones.versions());
-        l.rebuild(ring.clone(), records);
+        l.rebuild(ring.clone(), all_records(&s.live, &s.tombstones));
         l.leaves().clone()
     }
 
@@ -1049,8 +1097,7 @@ mod leaves_stay_in_step {
                     }
                 }
                 prop_assert_eq!(&s.leaves(&rings[which]).clone(), &rebuilt(&s, &rings[which]));
-                let expiring = s.live.map().iter().filter(|(_, e)| e.expires_at_ms.is_some()).count();
-                prop_assert_eq!(s.live.expiring(), expiring);
+                s.live.check();
             }
             // Switching rings rebuilds; switching back agrees again.
             let other = &rings[1 - which];
@@ -1129,5 +1176,444 @@ mod leaves_stay_in_step {
         let one = entry_weight(&all.entries[0].1);
         let cut = b.segment_entries(&ring, &[big], one);
         assert_eq!((cut.entries.len(), cut.cut), (1, Some(big)));
+    }
+}
+
+#[cfg(test)]
+mod against_a_model {
+    //! Property: any sequence of writes (small, at the inline threshold, large), deletes,
+    //! repairs, reads, releases, sweeps and clock ticks leaves the store where a plain
+    //! reference model is: the same records (value, version, expiry), the same counters
+    //! and byte totals, within its limits, and its leaves equal leaves rebuilt from the
+    //! records. Which entries an eviction takes is the store's choice (CLOCK); the model
+    //! checks how many went, that the entry just written was spared unless it alone is
+    //! over the limits, and that eviction stopped as soon as the limits held.
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// Clock units: every expiry instant is `now + ttl * UNIT + key`, so no two keys
+    /// expire at the same instant and the order a sweep expires them in (earliest
+    /// first) is the model's too, whatever the tombstone budget.
+    const UNIT: u64 = 64;
+    const KEYS: u8 = 40;
+
+    #[derive(Debug, Clone)]
+    enum Rec {
+        Live {
+            value: Bytes,
+            version: Version,
+            expires_at_ms: Option<u64>,
+        },
+        Tomb {
+            version: Version,
+            purge_at_ms: u64,
+            /// When it was put: the oldest is purged first.
+            seq: u64,
+        },
+    }
+
+    struct Model {
+        limits: ShardLimits,
+        recs: BTreeMap<String, Rec>,
+        seq: u64,
+        /// The counters (the gauges are computed from `recs`).
+        stats: ShardStats,
+    }
+
+    impl Model {
+        fn version_of(&self, k: &str) -> Option<Version> {
+            self.recs.get(k).map(|r| match r {
+                Rec::Live { version, .. } | Rec::Tomb { version, .. } => *version,
+            })
+        }
+
+        fn live(&self) -> impl Iterator<Item = (&String, &Bytes)> {
+            self.recs.iter().filter_map(|(k, r)| match r {
+                Rec::Live { value, .. } => Some((k, value)),
+                Rec::Tomb { .. } => None,
+            })
+        }
+
+        fn size(&self, k: &str) -> u64 {
+            match &self.recs[k] {
+                Rec::Live { value, .. } => (k.len() + value.len()) as u64,
+                Rec::Tomb { .. } => tombstone_size(k),
+            }
+        }
+
+        fn gauges(&self) -> ShardStats {
+            let tombs: Vec<&String> = self
+                .recs
+                .iter()
+                .filter(|(_, r)| matches!(r, Rec::Tomb { .. }))
+                .map(|(k, _)| k)
+                .collect();
+            ShardStats {
+                items: self.live().count() as u64,
+                bytes: self.live().map(|(k, _)| self.size(k)).sum(),
+                tombstones: tombs.len() as u64,
+                tombstone_bytes: tombs.iter().map(|k| tombstone_size(k)).sum(),
+                ..self.stats
+            }
+        }
+
+        fn over(&self, items: u64, bytes: u64) -> bool {
+            items > self.limits.capacity_items as u64
+                || matches!(self.limits.capacity_bytes, Some(b) if bytes > b)
+        }
+
+        fn is_full(&self) -> bool {
+            let g = self.gauges();
+            g.items >= self.limits.capacity_items as u64
+                || matches!(self.limits.capacity_bytes, Some(b) if g.bytes >= b)
+        }
+
+        fn room_for_tombstone(&mut self, key: &str, now: u64) -> bool {
+            loop {
+                let g = self.gauges();
+                let replaced = match self.recs.get(key) {
+                    Some(Rec::Tomb { .. }) => tombstone_size(key),
+                    _ => 0,
+                };
+                if g.tombstone_bytes - replaced + tombstone_size(key) <= self.limits.tombstone_bytes
+                {
+                    return true;
+                }
+                let oldest = self
+                    .recs
+                    .iter()
+                    .filter_map(|(k, r)| match r {
+                        Rec::Tomb {
+                            purge_at_ms, seq, ..
+                        } => Some((*seq, *purge_at_ms, k.clone())),
+                        Rec::Live { .. } => None,
+                    })
+                    .min();
+                match oldest {
+                    Some((_, purge_at, k)) if purge_at <= now && k != key => {
+                        self.recs.remove(&k);
+                        self.stats.tombstones_purged += 1;
+                    }
+                    _ => return false,
+                }
+            }
+        }
+
+        fn put_tomb(&mut self, key: &str, version: Version, now: u64) {
+            self.seq += 1;
+            let purge_at_ms = now.saturating_add(self.limits.tombstone_retention_ms);
+            self.recs.insert(
+                key.to_owned(),
+                Rec::Tomb {
+                    version,
+                    purge_at_ms,
+                    seq: self.seq,
+                },
+            );
+        }
+
+        fn expire(&mut self, key: &str, now: u64) {
+            let Some(Rec::Live { version, .. }) = self.recs.remove(key) else {
+                unreachable!("only live records expire")
+            };
+            self.stats.expirations += 1;
+            if self.room_for_tombstone(key, now) {
+                self.put_tomb(key, version, now);
+            } else {
+                self.stats.tombstones_evicted += 1;
+            }
+        }
+
+        /// Applies like the store, without evicting (the caller observes evictions).
+        fn apply(
+            &mut self,
+            key: &str,
+            w: &Write,
+            mode: ApplyMode,
+            now: u64,
+        ) -> Result<ApplyOutcome, ApplyError> {
+            let held = self.version_of(key);
+            if mode == ApplyMode::Fill && w.value.is_some() && held.is_none() && self.is_full() {
+                self.stats.fills_skipped += 1;
+                return Ok(ApplyOutcome::Skipped);
+            }
+            match held {
+                Some(v) if v > w.version => {
+                    self.stats.writes_stale += 1;
+                    return Ok(ApplyOutcome::Stale);
+                }
+                Some(v) if v == w.version => return Ok(ApplyOutcome::AlreadyCurrent),
+                _ => {}
+            }
+            match &w.value {
+                Some(value) if !expired(w.expires_at_ms, now) => {
+                    self.recs.insert(
+                        key.to_owned(),
+                        Rec::Live {
+                            value: value.clone(),
+                            version: w.version,
+                            expires_at_ms: w.expires_at_ms,
+                        },
+                    );
+                }
+                _ => {
+                    if !self.room_for_tombstone(key, now) {
+                        self.stats.tombstones_refused += 1;
+                        return Err(ApplyError::TombstonesFull);
+                    }
+                    self.put_tomb(key, w.version, now);
+                }
+            }
+            self.stats.writes_applied += 1;
+            Ok(ApplyOutcome::Applied)
+        }
+
+        fn get(&mut self, key: &str, now: u64) -> Option<Stored> {
+            if let Some(Rec::Live {
+                value,
+                version,
+                expires_at_ms,
+            }) = self.recs.get(key)
+            {
+                if !expired(*expires_at_ms, now) {
+                    self.stats.hits += 1;
+                    return Some(Stored {
+                        value: value.clone(),
+                        version: *version,
+                        expires_at_ms: *expires_at_ms,
+                    });
+                }
+                self.expire(key, now);
+            }
+            self.stats.misses += 1;
+            None
+        }
+
+        fn peek(&self, key: &str, now: u64) -> Option<Write> {
+            match self.recs.get(key)? {
+                Rec::Live {
+                    value,
+                    version,
+                    expires_at_ms,
+                } => (!expired(*expires_at_ms, now)).then(|| Write {
+                    version: *version,
+                    value: Some(value.clone()),
+                    expires_at_ms: *expires_at_ms,
+                }),
+                Rec::Tomb { version, .. } => Some(Write {
+                    version: *version,
+                    value: None,
+                    expires_at_ms: None,
+                }),
+            }
+        }
+
+        fn sweep(&mut self, now: u64) -> u64 {
+            let mut due: Vec<(u64, String)> = self
+                .recs
+                .iter()
+                .filter_map(|(k, r)| match r {
+                    Rec::Live {
+                        expires_at_ms: Some(t),
+                        ..
+                    } if *t <= now => Some((*t, k.clone())),
+                    _ => None,
+                })
+                .collect();
+            due.sort();
+            for (_, k) in &due {
+                self.expire(k, now);
+            }
+            let purge: Vec<String> = self
+                .recs
+                .iter()
+                .filter(|(_, r)| matches!(r, Rec::Tomb { purge_at_ms, .. } if *purge_at_ms <= now))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in purge {
+                self.recs.remove(&k);
+                self.stats.tombstones_purged += 1;
+            }
+            due.len() as u64
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Put {
+            key: u8,
+            hlc: u64,
+            len: usize,
+            ttl: Option<u64>,
+        },
+        Delete {
+            key: u8,
+            hlc: u64,
+        },
+        Fill {
+            key: u8,
+            hlc: u64,
+            len: usize,
+        },
+        Get {
+            key: u8,
+        },
+        Release {
+            key: u8,
+            exact: bool,
+        },
+        Sweep,
+        Tick(u64),
+    }
+
+    fn arb_len() -> impl Strategy<Value = usize> {
+        prop_oneof![
+            12 => 0usize..12,
+            1 => INLINE_VALUE_MAX - 1..INLINE_VALUE_MAX + 2,
+            1 => Just(3 * INLINE_VALUE_MAX),
+        ]
+    }
+
+    fn arb_op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (0..KEYS, 1u64..300, arb_len(), proptest::option::of(0u64..30))
+                .prop_map(|(key, hlc, len, ttl)| Op::Put { key, hlc, len, ttl }),
+            2 => (0..KEYS, 1u64..300).prop_map(|(key, hlc)| Op::Delete { key, hlc }),
+            1 => (0..KEYS, 1u64..300, arb_len()).prop_map(|(key, hlc, len)| Op::Fill { key, hlc, len }),
+            3 => (0..KEYS).prop_map(|key| Op::Get { key }),
+            1 => (0..KEYS, any::<bool>()).prop_map(|(key, exact)| Op::Release { key, exact }),
+            1 => Just(Op::Sweep),
+            2 => (1u64..20).prop_map(Op::Tick),
+        ]
+    }
+
+    fn arb_limits() -> impl Strategy<Value = ShardLimits> {
+        (
+            1usize..12,
+            prop_oneof![
+                Just(None),
+                (10u64..120).prop_map(Some),
+                (2 * INLINE_VALUE_MAX as u64..8 * INLINE_VALUE_MAX as u64).prop_map(Some),
+            ],
+            prop_oneof![
+                (1u64..8).prop_map(|n| n * (3 + TOMBSTONE_OVERHEAD)),
+                Just(u64::MAX)
+            ],
+        )
+            .prop_map(
+                |(capacity_items, capacity_bytes, tombstone_bytes)| ShardLimits {
+                    capacity_items,
+                    capacity_bytes,
+                    tombstone_retention_ms: 15 * UNIT,
+                    tombstone_bytes,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn the_store_follows_the_model(
+            ops in proptest::collection::vec(arb_op(), 0..150),
+            limits in arb_limits(),
+        ) {
+            let ring = Arc::new(Ring::new(["a", "b", "c"], 2));
+            let mut s = ShardStore::new(limits);
+            s.leaves(&ring);
+            let mut m = Model { limits, recs: BTreeMap::new(), seq: 0, stats: ShardStats::default() };
+            let mut now = 0u64;
+            let name = |key: u8| format!("k{key:02}");
+            for op in ops {
+                let evictions = s.stats().evictions;
+                // The key and write of a value, when the op writes one.
+                let mut wrote: Option<(String, Write)> = None;
+                match op {
+                    Op::Put { key, hlc, len, ttl } => {
+                        let w = Write {
+                            version: Version { hlc, origin: 1 },
+                            value: Some(Bytes::from(vec![hlc as u8; len])),
+                            expires_at_ms: ttl.map(|t| now + t * UNIT + u64::from(key)),
+                        };
+                        let got = s.apply(&name(key), &w, now);
+                        prop_assert_eq!(got, m.apply(&name(key), &w, ApplyMode::Normal, now));
+                        if got == Ok(ApplyOutcome::Applied) && !expired(w.expires_at_ms, now) {
+                            wrote = Some((name(key), w));
+                        }
+                    }
+                    Op::Fill { key, hlc, len } => {
+                        let w = Write {
+                            version: Version { hlc, origin: 3 },
+                            value: Some(Bytes::from(vec![hlc as u8; len])),
+                            expires_at_ms: None,
+                        };
+                        let got = s.apply_mode(&name(key), &w, ApplyMode::Fill, now);
+                        prop_assert_eq!(got, m.apply(&name(key), &w, ApplyMode::Fill, now));
+                        if got == Ok(ApplyOutcome::Applied) {
+                            wrote = Some((name(key), w));
+                        }
+                    }
+                    Op::Delete { key, hlc } => {
+                        let w = Write { version: Version { hlc, origin: 2 }, value: None, expires_at_ms: None };
+                        prop_assert_eq!(
+                            s.apply(&name(key), &w, now),
+                            m.apply(&name(key), &w, ApplyMode::Normal, now)
+                        );
+                    }
+                    Op::Get { key } => {
+                        prop_assert_eq!(s.get(&name(key), now), m.get(&name(key), now));
+                    }
+                    Op::Release { key, exact } => {
+                        if let Some(mut v) = m.version_of(&name(key)) {
+                            v.hlc += u64::from(!exact);
+                            let released = s.release(&name(key), v);
+                            prop_assert_eq!(released, exact);
+                            if exact {
+                                m.recs.remove(&name(key));
+                            }
+                        }
+                    }
+                    Op::Sweep => prop_assert_eq!(s.sweep(now), m.sweep(now)),
+                    Op::Tick(units) => now += units * UNIT,
+                }
+                // Evictions: which entries is the store's choice; the model takes the
+                // ones the store no longer holds.
+                let evicted = s.stats().evictions - evictions;
+                let gone: Vec<String> = m
+                    .live()
+                    .map(|(k, _)| k.clone())
+                    .filter(|k| s.version_of(k).is_none())
+                    .collect();
+                prop_assert_eq!(gone.len() as u64, evicted, "{:?}", gone);
+                if let Some((key, w)) = &wrote {
+                    let size = (key.len() + w.value.as_ref().map_or(0, |v| v.len())) as u64;
+                    if m.over(1, size) {
+                        prop_assert_eq!(s.stats().items, 0, "alone over the limits: all go");
+                    } else {
+                        prop_assert!(!gone.contains(key), "the entry just written is spared");
+                    }
+                }
+                let sizes: Vec<u64> = gone.iter().map(|k| m.size(k)).collect();
+                for k in &gone {
+                    m.recs.remove(k);
+                }
+                m.stats.evictions += evicted;
+                let g = m.gauges();
+                prop_assert!(
+                    sizes.is_empty() || sizes.iter().any(|b| m.over(g.items + 1, g.bytes + b)),
+                    "eviction stops once within the limits"
+                );
+                // The same records, counters and gauges, within the limits.
+                prop_assert_eq!(s.stats(), g);
+                prop_assert!(!m.over(g.items, g.bytes));
+                for key in 0..KEYS {
+                    prop_assert_eq!(s.version_of(&name(key)), m.version_of(&name(key)));
+                    prop_assert_eq!(s.peek_record(&name(key), now), m.peek(&name(key), now));
+                }
+                s.live.check();
+                let mut rebuilt = SegmentLeaves::default();
+                rebuilt.rebuild(ring.clone(), all_records(&s.live, &s.tombstones));
+                prop_assert_eq!(s.leaves(&ring), rebuilt.leaves());
+            }
+        }
     }
 }

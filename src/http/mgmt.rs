@@ -261,7 +261,7 @@ async fn get_faults(State(s): State<AppState>) -> Json<serde_json::Value> {
     Json(serde_json::to_value(s.node.faults()).unwrap_or_default())
 }
 
-/// Test hook: this node's own record of a key (no routing, no LRU or counter change).
+/// Test hook: this node's own record of a key (no routing, no eviction mark or counter change).
 #[cfg(feature = "test-hooks")]
 async fn local_record(
     State(s): State<AppState>,
