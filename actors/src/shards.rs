@@ -146,26 +146,41 @@ impl Shards {
     async fn call<T: Send + 'static>(
         &self,
         key: &str,
-        build: impl Fn(RpcReplyPort<T>) -> ShardMsg,
+        build: impl FnMut(RpcReplyPort<T>) -> ShardMsg,
     ) -> Result<T, CacheError> {
-        let n = self.len();
-        if n == 0 {
-            return Err(CacheError::Internal("store not started".into()));
-        }
-        let index = shard_index(key, n);
-        self.call_index(index, build).await
+        // One read of the table finds both the shard and its actor.
+        let first = {
+            let t = self.table.read().unwrap_or_else(|p| p.into_inner());
+            if t.is_empty() {
+                return Err(CacheError::Internal("store not started".into()));
+            }
+            let index = shard_index(key, t.len());
+            (index, t[index].clone())
+        };
+        self.call_from(first.0, Some(first.1), build).await
     }
 
     async fn call_index<T: Send + 'static>(
         &self,
         index: usize,
-        build: impl Fn(RpcReplyPort<T>) -> ShardMsg,
+        build: impl FnMut(RpcReplyPort<T>) -> ShardMsg,
+    ) -> Result<T, CacheError> {
+        self.call_from(index, None, build).await
+    }
+
+    /// Calls shard `index`, starting with `actor` when the caller already holds it. A
+    /// message is built per attempt; builders move what they carry into the first one.
+    async fn call_from<T: Send + 'static>(
+        &self,
+        index: usize,
+        mut actor: Option<ActorRef<ShardMsg>>,
+        mut build: impl FnMut(RpcReplyPort<T>) -> ShardMsg,
     ) -> Result<T, CacheError> {
         for attempt in 0..SHARD_CALL_TRIES {
-            let Some(actor) = self.actor_at(index) else {
+            let Some(a) = actor.take().or_else(|| self.actor_at(index)) else {
                 break;
             };
-            match actor.call(&build, Some(SHARD_CALL_TIMEOUT)).await {
+            match a.call(&mut build, Some(SHARD_CALL_TIMEOUT)).await {
                 Ok(CallResult::Success(v)) => return Ok(v),
                 Ok(CallResult::Timeout) => {
                     return Err(CacheError::Internal(format!("shard {index} timed out")))
@@ -184,9 +199,9 @@ impl Shards {
         if self.stale() {
             return Ok(None);
         }
-        let k = key.to_owned();
-        self.call(key, move |reply| ShardMsg::Get {
-            key: k.clone(),
+        let mut k = Some(key.to_owned());
+        self.call(key, |reply| ShardMsg::Get {
+            key: k.take().unwrap_or_else(|| key.to_owned()),
             reply,
         })
         .await
@@ -198,9 +213,9 @@ impl Shards {
         if self.stale() {
             return Ok(None);
         }
-        let k = key.to_owned();
-        self.call(key, move |reply| ShardMsg::Read {
-            key: k.clone(),
+        let mut k = Some(key.to_owned());
+        self.call(key, |reply| ShardMsg::Read {
+            key: k.take().unwrap_or_else(|| key.to_owned()),
             reply,
         })
         .await
@@ -222,12 +237,17 @@ impl Shards {
         // against a version that would pin the key or a value over the limit.
         admit(&write, self.max_value_bytes, now_ms(), MAX_DRIFT_MS)
             .map_err(|e| CacheError::BadRequest(e.to_string()))?;
-        let k = key.to_owned();
-        self.call(key, move |reply| ShardMsg::Apply {
-            key: k.clone(),
-            write: write.clone(),
-            mode,
-            reply,
+        let mut first = Some((key.to_owned(), write.clone()));
+        self.call(key, |reply| {
+            let (key, write) = first
+                .take()
+                .unwrap_or_else(|| (key.to_owned(), write.clone()));
+            ShardMsg::Apply {
+                key,
+                write,
+                mode,
+                reply,
+            }
         })
         .await?
         .map_err(|e| match e {
@@ -328,9 +348,9 @@ impl Shards {
 
     /// Drops the local copy of `key` if it is still at `version`.
     pub async fn release(&self, key: &str, version: Version) -> Result<bool, CacheError> {
-        let k = key.to_owned();
-        self.call(key, move |reply| ShardMsg::Release {
-            key: k.clone(),
+        let mut k = Some(key.to_owned());
+        self.call(key, |reply| ShardMsg::Release {
+            key: k.take().unwrap_or_else(|| key.to_owned()),
             version,
             reply,
         })
