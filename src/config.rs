@@ -83,6 +83,8 @@ pub struct Config {
     pub api_addr: ListenAddr,
     pub mgmt_addr: ListenAddr,
     pub dist_addr: ListenAddr,
+    /// The RESP listener's address; `None` (unset or empty) means no RESP listener.
+    pub resp_addr: Option<ListenAddr>,
     /// The dist address peers use to reach this node.
     pub advertise: String,
     pub seeds: Vec<Seed>,
@@ -221,6 +223,7 @@ pub const KNOWN: &[&str] = &[
     "API_ADDR",
     "MGMT_ADDR",
     "DIST_ADDR",
+    "RESP_ADDR",
     "SEEDS",
     "REPLICATION",
     "WRITE_CONSISTENCY",
@@ -486,6 +489,11 @@ impl Config {
         let api_addr = r.addr("API_ADDR", ":8080")?;
         let mgmt_addr = r.addr("MGMT_ADDR", ":8081")?;
         let dist_addr = r.addr("DIST_ADDR", ":7946")?;
+        let resp_addr = match r.raw("RESP_ADDR") {
+            Some((_, v)) if v.trim().is_empty() => None,
+            Some(_) => Some(r.addr("RESP_ADDR", "")?),
+            None => None,
+        };
         let advertise = dist_addr.advertise(&host);
         if !hypercache_actors::swim::valid_addr(&advertise) {
             let (var, v) = r
@@ -605,6 +613,7 @@ impl Config {
             api_addr,
             mgmt_addr,
             dist_addr,
+            resp_addr,
             advertise,
             seeds,
             replication,

@@ -7,6 +7,7 @@ pub mod duration;
 pub mod healthcheck;
 pub mod http;
 pub mod logging;
+pub mod resp;
 
 use config::{Config, ListenAddr};
 use http::serve::serve;
@@ -100,6 +101,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let api = bind(&config.api_addr, "HYPERCACHE_API_ADDR").await?;
     let mgmt = bind(&config.mgmt_addr, "HYPERCACHE_MGMT_ADDR").await?;
     let dist = bind(&config.dist_addr, "HYPERCACHE_DIST_ADDR").await?;
+    let resp = match &config.resp_addr {
+        Some(a) => Some(bind(a, "HYPERCACHE_RESP_ADDR").await?),
+        None => None,
+    };
     match (config.auth_token.is_some(), config.peer_token.is_some(), config.protected_mode) {
         (true, true, _) => {}
         (_, _, true) => tracing::warn!(
@@ -110,8 +115,15 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ),
     }
     let open_files = raise_open_files_limit();
-    let caps =
-        (config.max_connections + config.mgmt_max_connections + config.dist_max_connections) as u64;
+    let resp_cap = if resp.is_some() {
+        config.max_connections
+    } else {
+        0
+    };
+    let caps = (config.max_connections
+        + resp_cap
+        + config.mgmt_max_connections
+        + config.dist_max_connections) as u64;
     if open_files != 0 && caps + 256 > open_files {
         tracing::warn!(
             open_files,
@@ -134,12 +146,19 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (stop_client_tx, stop_client) = watch::channel(false);
     let (stop_rest_tx, stop_rest) = watch::channel(false);
     let metrics = node.metrics().clone();
+    let client_guard = Guard::new(&config, node.clone(), Listener::Client);
+    let resp_srv = resp.map(|listener| {
+        let ctx = resp::RespContext::new(
+            node.clone(),
+            config.clone(),
+            client_guard.inflight(),
+            state.client_body.clone(),
+        );
+        resp::serve(listener, Arc::new(ctx), stop_client.clone())
+    });
     let client = serve(
         api,
-        http::client::router(
-            state.clone(),
-            Guard::new(&config, node.clone(), Listener::Client),
-        ),
+        http::client::router(state.clone(), client_guard),
         limits(config.max_connections),
         metrics.clone(),
         stop_client,
@@ -165,6 +184,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         api = %config.api_addr.bind_addr(),
         mgmt = %config.mgmt_addr.bind_addr(),
         dist = %config.dist_addr.bind_addr(),
+        resp = %config.resp_addr.as_ref().map_or("off".into(), |a| a.bind_addr()),
         advertise = %config.advertise,
         "node started"
     );
@@ -208,10 +228,17 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         _ = hurried() => {}
     }
 
-    // 2. Stop the client listener; in-flight requests get up to the grace period.
+    // 2. Stop the client listeners (HTTP and RESP); in-flight requests get up to the
+    // grace period.
     let _ = stop_client_tx.send(true);
+    let clients = async {
+        let _ = client.await;
+        if let Some(r) = resp_srv {
+            let _ = r.await;
+        }
+    };
     tokio::select! {
-        r = tokio::time::timeout(config.shutdown_grace, client) => match r {
+        r = tokio::time::timeout(config.shutdown_grace, clients) => match r {
             Ok(_) => tracing::info!("client listener stopped"),
             Err(_) => {
                 tracing::warn!(grace = ?config.shutdown_grace, "in-flight client requests outlived the grace period")

@@ -8,36 +8,8 @@ mod common;
 
 use common::*;
 use serde_json::{json, Value};
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// An IPv4 address of this machine that is not loopback (connections to it from here
-/// arrive from a non-loopback address).
-fn non_loopback_ipv4() -> Ipv4Addr {
-    let mut found = None;
-    // SAFETY: getifaddrs fills a list that freeifaddrs releases; only AF_INET entries
-    // are read as sockaddr_in.
-    unsafe {
-        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-        assert_eq!(libc::getifaddrs(&mut list), 0, "getifaddrs");
-        let mut cur = list;
-        while !cur.is_null() {
-            let a = (*cur).ifa_addr;
-            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
-                let sin = &*(a as *const libc::sockaddr_in);
-                let ip = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
-                if !ip.is_loopback() && !ip.is_unspecified() {
-                    found = Some(ip);
-                    break;
-                }
-            }
-            cur = (*cur).ifa_next;
-        }
-        libc::freeifaddrs(list);
-    }
-    found.expect("this test needs a non-loopback IPv4 address on some interface")
-}
 
 /// A node listening on every interface.
 async fn node_on_all_interfaces(id: &str, env: &[(&str, &str)]) -> Node {

@@ -34,14 +34,20 @@ define_metrics! {
     counter requests_total: "HTTP requests answered, all listeners.",
     counter requests_rejected_overload_total: "Requests answered 503 OVERLOADED because a listener was at its in-flight bound.",
     counter requests_unauthorized_total: "Requests answered 401.",
-    counter puts_total: "PUT requests that stored a value.",
-    counter gets_total: "GET requests answered (hit or miss).",
-    counter deletes_total: "DELETE requests that wrote a tombstone.",
+    counter puts_total: "Client writes that stored a value (HTTP PUT, RESP SET/MSET/EXPIRE), per key.",
+    counter gets_total: "Client reads answered, hit or miss (HTTP GET, RESP GET/MGET/EXISTS/TTL), per key.",
+    counter deletes_total: "Client deletes that wrote a tombstone (HTTP DELETE, RESP DEL), per key.",
     counter shard_restarts_total: "Shard actors restarted by the root supervisor after a failure.",
     counter actor_restarts_total: "Non-shard actors restarted by the root supervisor after a failure.",
     counter drains_total: "Drains started on this node (0 or 1 until restart).",
     gauge draining: "1 while this node is draining.",
     gauge client_requests_in_flight: "Client API requests being handled now.",
+    gauge resp_connections: "Open connections on the RESP listener.",
+    counter resp_connections_total: "Connections accepted by the RESP listener.",
+    counter resp_connections_refused_total: "RESP connections closed at once: past the connection cap, or refused by protected mode.",
+    counter resp_commands_total: "RESP commands answered (any reply).",
+    counter resp_command_errors_total: "RESP commands answered with an error reply.",
+    counter resp_protocol_errors_total: "RESP connections closed for malformed or oversize frames or a command read timeout.",
     counter forwards_total: "Replica writes and reads sent to peers by this coordinator.",
     counter forward_acks_total: "Peer replica calls that succeeded.",
     counter forward_failures_total: "Peer replica calls that failed (timeout, unreachable, error).",
@@ -248,7 +254,7 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// Routes whose latency is recorded (label `route`).
-pub const ROUTES: [&str; 8] = [
+pub const ROUTES: [&str; 11] = [
     "cache_get",
     "cache_put",
     "cache_delete",
@@ -256,6 +262,9 @@ pub const ROUTES: [&str; 8] = [
     "healthz",
     "management",
     "dist",
+    "resp_read",
+    "resp_write",
+    "resp_other",
     "other",
 ];
 

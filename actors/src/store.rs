@@ -174,6 +174,8 @@ pub struct ShardStats {
     pub tombstone_bytes: u64,
     /// Deletes refused because the tombstone budget was full.
     pub tombstones_refused: u64,
+    /// Live entries that carry an expiry.
+    pub expiring: u64,
 }
 
 impl std::ops::AddAssign for ShardStats {
@@ -192,6 +194,7 @@ impl std::ops::AddAssign for ShardStats {
         self.tombstones_evicted += o.tombstones_evicted;
         self.tombstone_bytes += o.tombstone_bytes;
         self.tombstones_refused += o.tombstones_refused;
+        self.expiring += o.expiring;
     }
 }
 
@@ -602,6 +605,7 @@ impl ShardStore {
             bytes: self.bytes,
             tombstones: self.tombstones.map().len() as u64,
             tombstone_bytes: self.tombstone_bytes,
+            expiring: self.live.expiring() as u64,
             ..self.stats
         }
     }

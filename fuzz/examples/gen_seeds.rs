@@ -436,6 +436,44 @@ fn dictionary() -> String {
     out
 }
 
+/// RESP seeds: the first byte is the chunk size less one (see `hypercache_fuzz::resp`).
+fn resp_streams() -> Vec<(String, Vec<u8>)> {
+    let bulk = |args: &[&[u8]]| {
+        let mut v = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            v.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            v.extend_from_slice(a);
+            v.extend_from_slice(b"\r\n");
+        }
+        v
+    };
+    let mut pipeline = bulk(&[b"SET", b"k", b"v", b"EX", b"10", b"NX"]);
+    pipeline.extend(bulk(&[b"GET", b"k"]));
+    pipeline.extend(bulk(&[b"MSET", b"a", b"1", b"b", b"2"]));
+    pipeline.extend(bulk(&[b"MGET", b"a", b"b", b"c"]));
+    pipeline.extend(bulk(&[b"DEL", b"a", b"b"]));
+    pipeline.extend(bulk(&[b"PEXPIRE", b"k", b"250"]));
+    pipeline.extend(bulk(&[b"PTTL", b"k"]));
+    pipeline.extend(bulk(&[b"HELLO", b"3", b"AUTH", b"default", b"pw", b"SETNAME", b"x"]));
+    pipeline.extend(bulk(&[b"CLIENT", b"SETNAME", b"app"]));
+    pipeline.extend(bulk(&[b"COMMAND", b"INFO", b"get"]));
+    pipeline.extend(bulk(&[b"INFO", b"keyspace"]));
+    let mut out = vec![
+        ("pipeline_bytewise".to_string(), [vec![0u8], pipeline.clone()].concat()),
+        ("pipeline_chunks".to_string(), [vec![63u8], pipeline].concat()),
+        (
+            "inline".to_string(),
+            b"\x07PING\r\nSET k v\r\n\r\nGET k\nQUIT\r\n".to_vec(),
+        ),
+        (
+            "big_bulk".to_string(),
+            [vec![255u8], bulk(&[b"SET", b"k", &[b'x'; 4000]])].concat(),
+        ),
+    ];
+    out.push(("bad_length".to_string(), b"\x10*1\r\n$99999\r\n".to_vec()));
+    out
+}
+
 fn write_all(dir: &Path, files: Vec<(String, Vec<u8>)>) {
     fs::create_dir_all(dir).expect("create the seed directory");
     for (name, bytes) in files {
@@ -457,6 +495,7 @@ fn main() {
     swim.extend(op_sequences());
     write_all(&seeds.join("swim_merge"), swim);
     write_all(&seeds.join("parse_input"), texts());
+    write_all(&seeds.join("resp_decode"), resp_streams());
     fs::create_dir_all(root.join("dict")).expect("create the dictionary directory");
     fs::write(root.join("dict").join("parse_input.dict"), dictionary())
         .expect("write the dictionary");

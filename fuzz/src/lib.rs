@@ -6,7 +6,9 @@
 //!   to adapt when that API changes.
 //! - [`node`]: one real node (the whole actor tree) per process, for `dist_dispatch`.
 //! - [`parse`]: the client and configuration parsers of the server crate.
+//! - [`resp`]: the RESP decoder and command parser of the server crate.
 
 pub mod node;
 pub mod parse;
+pub mod resp;
 pub mod swim;

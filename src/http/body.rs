@@ -61,6 +61,11 @@ impl Drop for Reservation {
     }
 }
 
+/// Bytes held from a listener's budget by [`BodyLimits::hold`]; returned on drop.
+pub struct Held {
+    _reserved: Vec<Reservation>,
+}
+
 /// A request body in memory; its share of the listener's budget is returned on drop.
 pub struct Buffered {
     pub bytes: Bytes,
@@ -80,6 +85,14 @@ impl BodyLimits {
             timeout,
             metrics,
         }
+    }
+
+    /// Takes `n` bytes of the budget for a buffer outside HTTP (a RESP connection's read
+    /// buffer); `None` when the budget is spent (counted like a refused body).
+    pub fn hold(&self, n: u64) -> Option<Held> {
+        let mut held = Vec::new();
+        self.reserve(n, &mut held).ok()?;
+        Some(Held { _reserved: held })
     }
 
     /// Takes `n` bytes of the budget into `held`, or answers 503 `OVERLOADED`.

@@ -113,6 +113,11 @@ impl Guard {
         }
     }
 
+    /// The listener's in-flight bound (the RESP listener shares the client listener's).
+    pub fn inflight(&self) -> Arc<Semaphore> {
+        self.inflight.clone()
+    }
+
     /// Admits a request to a protected route, or answers it: 403 in protected mode for a
     /// non-loopback client, 503 OVERLOADED (with `Retry-After`) past the in-flight bound,
     /// 401 without the bearer token. What it returns holds the request's in-flight slot.

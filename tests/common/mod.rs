@@ -35,6 +35,33 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// An IPv4 address of this machine that is not loopback (connections to it from here
+/// arrive from a non-loopback address).
+pub fn non_loopback_ipv4() -> std::net::Ipv4Addr {
+    let mut found = None;
+    // SAFETY: getifaddrs fills a list that freeifaddrs releases; only AF_INET entries
+    // are read as sockaddr_in.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        assert_eq!(libc::getifaddrs(&mut list), 0, "getifaddrs");
+        let mut cur = list;
+        while !cur.is_null() {
+            let a = (*cur).ifa_addr;
+            if !a.is_null() && (*a).sa_family as i32 == libc::AF_INET {
+                let sin = &*(a as *const libc::sockaddr_in);
+                let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                if !ip.is_loopback() && !ip.is_unspecified() {
+                    found = Some(ip);
+                    break;
+                }
+            }
+            cur = (*cur).ifa_next;
+        }
+        libc::freeifaddrs(list);
+    }
+    found.expect("this test needs a non-loopback IPv4 address on some interface")
+}
+
 /// Polls `f` until it returns `Some` or `deadline` passes.
 pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut f: F) -> T
 where
@@ -438,6 +465,16 @@ impl Cluster {
     /// Starts `n` nodes `node-1..n` with `env` (on top of [`FAST`]) and waits until every
     /// node sees all `n` alive.
     pub async fn start(n: usize, env: &[(&str, &str)]) -> Cluster {
+        Self::start_each(n, env, |_| Vec::new()).await
+    }
+
+    /// As [`Cluster::start`], with settings of each node's own on top: `each(i)` for
+    /// node `i` (1-based).
+    pub async fn start_each(
+        n: usize,
+        env: &[(&str, &str)],
+        each: impl Fn(usize) -> Vec<(String, String)>,
+    ) -> Cluster {
         let ports: Vec<(u16, u16, u16)> = (0..n)
             .map(|_| (free_port(), free_port(), free_port()))
             .collect();
@@ -451,6 +488,8 @@ impl Cluster {
             let mut all: Vec<(&str, &str)> = FAST.to_vec();
             all.extend_from_slice(env);
             all.push(("SEEDS", &seeds));
+            let own = each(i + 1);
+            all.extend(own.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             let (a, m, d) = ports[i];
             nodes.push(Node::start_on(&format!("node-{}", i + 1), &all, a, m, d).await);
         }

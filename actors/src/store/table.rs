@@ -262,6 +262,11 @@ impl LiveTable {
         self.len
     }
 
+    /// Entries that carry an expiry.
+    pub(super) fn expiring(&self) -> usize {
+        self.deadlines.len()
+    }
+
     /// The slot of `key`'s entry.
     pub(super) fn find(&self, key: &str) -> Option<Slot> {
         self.lookup(key).slot
