@@ -261,6 +261,12 @@ impl<'a> Connection<'a> {
         let mut arriving: Option<Instant> = None;
         let idle = self.ctx.config.idle_timeout;
         let command_timeout = self.ctx.config.body_read_timeout;
+        // One timer per connection, re-armed lazily: when it fires early (there was
+        // activity since it was armed) it is moved to the current deadline, so a
+        // request costs no timer insertion.
+        let mut armed = Instant::now() + idle;
+        let mut timer = std::pin::pin!(tokio::time::sleep_until(armed.into()));
+        let mut stop_signal = std::pin::pin!(stopped(&mut stop));
         loop {
             let mut ran = false;
             loop {
@@ -321,6 +327,10 @@ impl<'a> Connection<'a> {
                 Some(since) => since + command_timeout,
                 None => Instant::now() + idle,
             };
+            if deadline < armed {
+                armed = deadline;
+                timer.as_mut().reset(armed.into());
+            }
             tokio::select! {
                 r = self.stream.read_buf(&mut buf) => match r {
                     Ok(0) | Err(_) => return,
@@ -330,7 +340,12 @@ impl<'a> Connection<'a> {
                         }
                     }
                 },
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = timer.as_mut() => {
+                    if Instant::now() < deadline {
+                        armed = deadline;
+                        timer.as_mut().reset(armed.into());
+                        continue;
+                    }
                     if arriving.is_some() {
                         Metrics::inc(&self.ctx.metrics().resp_protocol_errors_total);
                         self.out.error("ERR Protocol error: command read timeout");
@@ -339,7 +354,7 @@ impl<'a> Connection<'a> {
                     return;
                 }
                 // A stopping node closes connections between commands.
-                _ = stopped(&mut stop), if !in_command => return,
+                _ = stop_signal.as_mut(), if !in_command => return,
             }
         }
     }
