@@ -40,6 +40,23 @@ pub struct WriteAck {
 /// One owner's answer, as the coordinator collects it.
 type Answer<T> = Pin<Box<dyn Future<Output = (String, Result<T, String>)> + Send>>;
 
+/// A record read for a client: its value while it is live; a tombstone or an expired
+/// value is a miss.
+fn live(w: Write) -> Result<Stored, CacheError> {
+    match w {
+        Write {
+            value: Some(value),
+            version,
+            expires_at_ms,
+        } if expires_at_ms.is_none_or(|t| t > now_ms()) => Ok(Stored {
+            value,
+            version,
+            expires_at_ms,
+        }),
+        _ => Err(CacheError::NotFound),
+    }
+}
+
 /// Coordinates client requests; cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator {
@@ -531,29 +548,29 @@ impl Coordinator {
     pub async fn get(&self, key: &str, level: Option<Consistency>) -> Result<Stored, CacheError> {
         validate_key(key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
         let view = self.view.borrow().clone();
+        let level = level.unwrap_or(self.config.read_consistency);
+        // Fast path of a `one` read that this node owns: `read_one` would ask this node
+        // first and stop at any record it holds, so a local record is the answer; only a
+        // local miss or failure needs the owner list and the other owners.
+        if level == Consistency::One {
+            let ring = view.ring.owners(key);
+            if ring.is_empty() || ring.contains(&self.me()) {
+                if let Ok(Some(w)) = self.shards.read(key).await {
+                    return live(w);
+                }
+            }
+        }
         let mut owners = self.owners_for(&view, key);
         // A draining node still holds its data until the handoff finished: ask it too.
         if *self.draining.borrow() && !owners.iter().any(|o| o == self.me()) {
             owners.push(self.me().to_owned());
         }
-        let level = level.unwrap_or(self.config.read_consistency);
         let record = if level == Consistency::One {
             self.read_one(&view, key, owners).await?
         } else {
             self.read_many(&view, key, owners, level).await?
         };
-        match record {
-            Some(Write {
-                value: Some(value),
-                version,
-                expires_at_ms,
-            }) if expires_at_ms.is_none_or(|t| t > now_ms()) => Ok(Stored {
-                value,
-                version,
-                expires_at_ms,
-            }),
-            _ => Err(CacheError::NotFound),
-        }
+        record.map_or(Err(CacheError::NotFound), live)
     }
 
     /// `one`: asks the owners in [`Self::read_order`]; the next owner is asked as soon as
