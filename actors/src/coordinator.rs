@@ -552,11 +552,13 @@ impl Coordinator {
         // Fast path of a `one` read that this node owns: `read_one` would ask this node
         // first and stop at any record it holds, so a local record is the answer; only a
         // local miss or failure needs the owner list and the other owners.
+        let mut local = None;
         if level == Consistency::One {
             let ring = view.ring.owners(key);
             if ring.is_empty() || ring.contains(&self.me()) {
-                if let Ok(Some(w)) = self.shards.read(key).await {
-                    return live(w);
+                match self.shards.read(key).await {
+                    Ok(Some(w)) => return live(w),
+                    other => local = Some(other),
                 }
             }
         }
@@ -566,14 +568,15 @@ impl Coordinator {
             owners.push(self.me().to_owned());
         }
         let record = if level == Consistency::One {
-            self.read_one(&view, key, owners).await?
+            self.read_one(&view, key, owners, local).await?
         } else {
             self.read_many(&view, key, owners, level).await?
         };
         record.map_or(Err(CacheError::NotFound), live)
     }
 
-    /// `one`: asks the owners in [`Self::read_order`]; the next owner is asked as soon as
+    /// `one`: asks the owners in [`Self::read_order`] (this node's answer is `local` when
+    /// the caller already has it); the next owner is asked as soon as
     /// one answers empty or fails, or when none answered within the hedge delay. The
     /// first record found wins (a tombstone is a miss); owners that answered empty are
     /// repaired.
@@ -582,6 +585,7 @@ impl Coordinator {
         view: &ClusterView,
         key: &str,
         owners: Vec<String>,
+        local: Option<Result<Option<Write>, CacheError>>,
     ) -> Result<Option<Write>, CacheError> {
         let order = self.read_order(view, owners);
         let mut answered = false;
@@ -591,7 +595,12 @@ impl Coordinator {
         // This node first, without the machinery of a remote read: a hit here (the
         // common case on a single node and for owners) costs one shard call.
         if order.first().is_some_and(|o| o == self.me()) {
-            match self.shards.read(key).await {
+            // `local`: this node's answer, when the caller already asked its shard.
+            let answer = match local {
+                Some(a) => a,
+                None => self.shards.read(key).await,
+            };
+            match answer {
                 Ok(Some(w)) => return Ok(Some(w)),
                 Ok(None) => {
                     answered = true;

@@ -1258,6 +1258,19 @@ mod against_a_model {
                 bytes: self.live().map(|(k, _)| self.size(k)).sum(),
                 tombstones: tombs.len() as u64,
                 tombstone_bytes: tombs.iter().map(|k| tombstone_size(k)).sum(),
+                expiring: self
+                    .recs
+                    .values()
+                    .filter(|r| {
+                        matches!(
+                            r,
+                            Rec::Live {
+                                expires_at_ms: Some(_),
+                                ..
+                            }
+                        )
+                    })
+                    .count() as u64,
                 ..self.stats
             }
         }
