@@ -250,6 +250,12 @@ impl NodeHandle {
         self.coordinator.get(key, level).await
     }
 
+    /// Runs the expiry sweep of every shard now instead of at its next tick; returns the
+    /// number of shards asked (the sweeps run in their own mailboxes).
+    pub fn trigger_expiration(&self) -> usize {
+        self.shards.sweep_now()
+    }
+
     /// The local store's counters, all shards.
     pub async fn store_stats(&self) -> Result<ShardStats, CacheError> {
         self.shards.stats().await

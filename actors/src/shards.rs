@@ -366,6 +366,15 @@ impl Shards {
         Ok(total)
     }
 
+    /// Asks every shard to run its expiry sweep now (as its timer would); returns how
+    /// many shards were asked. Does not wait for the sweeps.
+    pub fn sweep_now(&self) -> usize {
+        (0..self.len())
+            .filter_map(|i| self.actor_at(i))
+            .filter(|a| a.cast(ShardMsg::Sweep).is_ok())
+            .count()
+    }
+
     /// Test-only: makes the shard holding `key` panic. Returns its index.
     #[cfg(feature = "test-hooks")]
     pub fn crash_shard_of(&self, key: &str) -> Option<usize> {

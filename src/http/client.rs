@@ -1,18 +1,19 @@
 //! The client API (SPEC §5), wire-compatible with the Go hypercache-server:
-//! `/healthz`, `PUT|GET|DELETE /v1/cache/{key}`, `GET /v1/owners/{key}`.
+//! `/healthz`, `PUT|GET|DELETE /v1/cache/{key}`, `GET /v1/owners/{key}`; the item
+//! metadata, batch and identity routes are in [`super::items`].
 //!
 //! Handlers parse and validate input, then make one call on the [`NodeHandle`]; they
 //! keep no state.
 
 use super::error::ApiError;
-use super::{method_not_allowed, not_found, AppState, Guard, Instrument};
+use super::{items, method_not_allowed, not_found, AppState, Guard, Instrument};
 use crate::duration::{parse_duration, DurationError};
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use axum::{Json, Router};
 use hypercache_actors::quorum::Consistency;
 use hypercache_actors::CacheError;
@@ -24,8 +25,16 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
     let protected = Router::new()
         .route(
             "/v1/cache/{key}",
-            get(get_key).put(put_key).delete(delete_key),
+            get(get_key)
+                .head(items::head_key)
+                .put(put_key)
+                .delete(delete_key),
         )
+        .route("/v1/cache/batch/get", post(items::batch_get))
+        .route("/v1/cache/batch/put", post(items::batch_put))
+        .route("/v1/cache/batch/delete", post(items::batch_delete))
+        .route("/v1/me", get(items::me))
+        .route("/v1/me/can", get(items::can))
         .route("/v1/cache/", any(empty_key))
         .route("/v1/owners/{key}", get(owners))
         .route("/v1/owners/", any(empty_key))
@@ -47,7 +56,7 @@ async fn empty_key() -> ApiError {
 }
 
 /// Turns the path extractor's result into a key or a JSON 400.
-fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+pub(crate) fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
     match path {
         Ok(Path(k)) => {
             hypercache_actors::types::validate_key(&k)
@@ -178,11 +187,15 @@ async fn get_key(
     State(s): State<AppState>,
     path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
+    headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
     let level = parse_consistency(&query_pairs(q.as_deref()))?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics().gets_total);
     let stored = s.node.get(&key, level).await?;
+    if items::wants_json(&headers) {
+        return Ok(items::envelope(&s, key, stored));
+    }
     Ok((
         StatusCode::OK,
         [(

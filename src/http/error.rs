@@ -60,29 +60,29 @@ pub fn json_error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// The HTTP status and error code of a cache error: the one mapping, used for whole
+/// responses and for the per-item results of batches.
+pub fn status_and_code(e: &CacheError) -> (StatusCode, &'static str) {
+    match e {
+        CacheError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        CacheError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
+        CacheError::PayloadTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
+        CacheError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "DRAINING"),
+        CacheError::Quorum { .. } | CacheError::Unreachable { .. } => {
+            (StatusCode::SERVICE_UNAVAILABLE, "QUORUM_FAILED")
+        }
+        CacheError::ClockNotSynced => (StatusCode::SERVICE_UNAVAILABLE, "CLOCK_NOT_SYNCED"),
+        CacheError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
+        CacheError::TombstonesFull => (StatusCode::SERVICE_UNAVAILABLE, "TOMBSTONES_FULL"),
+        CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
             ApiError::Cache(e) => {
-                let (status, code) = match &e {
-                    CacheError::BadRequest(_) => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-                    CacheError::NotFound => (StatusCode::NOT_FOUND, "NOT_FOUND"),
-                    CacheError::PayloadTooLarge { .. } => {
-                        (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE")
-                    }
-                    CacheError::Draining => (StatusCode::SERVICE_UNAVAILABLE, "DRAINING"),
-                    CacheError::Quorum { .. } | CacheError::Unreachable { .. } => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "QUORUM_FAILED")
-                    }
-                    CacheError::ClockNotSynced => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "CLOCK_NOT_SYNCED")
-                    }
-                    CacheError::Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "OVERLOADED"),
-                    CacheError::TombstonesFull => {
-                        (StatusCode::SERVICE_UNAVAILABLE, "TOMBSTONES_FULL")
-                    }
-                    CacheError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL"),
-                };
+                let (status, code) = status_and_code(&e);
                 let mut resp = json_error(status, code, &e.to_string());
                 if matches!(
                     e,

@@ -24,7 +24,9 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/cluster/ring", get(ring))
         .route("/cluster/heartbeat", get(heartbeat))
         .route("/cluster/members/{id}/remove", post(remove_member))
-        .route("/dist/drain", post(drain));
+        .route("/dist/drain", post(drain))
+        .route("/dist/owners", get(dist_owners))
+        .route("/trigger-expiration", post(trigger_expiration));
     #[cfg(feature = "test-hooks")]
     let protected = protected
         .route("/debug/crash-shard/{key}", post(crash_shard))
@@ -38,6 +40,32 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/health", get(health))
         .layer(Instrument::open(state.node.clone()));
     open.merge(protected).with_state(state)
+}
+
+/// `GET /dist/owners?key=K`: `{"key","owners"}` under the current ring (400 without a
+/// valid key).
+async fn dist_owners(
+    State(s): State<AppState>,
+    axum::extract::RawQuery(q): axum::extract::RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let pairs = super::client::query_pairs(q.as_deref());
+    let Some((_, key)) = pairs.iter().find(|(k, _)| k == "key") else {
+        return Err(hypercache_actors::CacheError::BadRequest("missing cache key: ?key=".into()).into());
+    };
+    hypercache_actors::types::validate_key(key)
+        .map_err(|e| hypercache_actors::CacheError::BadRequest(e.to_string()))?;
+    Ok(Json(json!({ "key": key, "owners": s.node.owners(key) })))
+}
+
+/// `POST /trigger-expiration`: every shard runs its expiry sweep now instead of at its
+/// next tick; 202 (the sweeps run in the shards' mailboxes).
+async fn trigger_expiration(State(s): State<AppState>) -> Response {
+    let shards = s.node.trigger_expiration();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({ "shards": shards })),
+    )
+        .into_response()
 }
 
 /// `200 ok`, or `503 draining` once a drain has started.

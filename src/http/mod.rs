@@ -6,6 +6,7 @@ pub mod body;
 pub mod client;
 pub mod dist;
 pub mod error;
+pub mod items;
 pub mod mgmt;
 pub mod serve;
 
@@ -337,9 +338,16 @@ fn route_label(method: &Method, path: Option<&str>) -> usize {
         }
         (Some("/v1/cache/{key}"), &Method::PUT) => "cache_put",
         (Some("/v1/cache/{key}"), &Method::DELETE) => "cache_delete",
+        (Some("/v1/cache/batch/get"), _) => "cache_get",
+        (Some("/v1/cache/batch/put"), _) => "cache_put",
+        (Some("/v1/cache/batch/delete"), _) => "cache_delete",
         (Some("/v1/owners/{key}"), _) => "owners",
         (Some("/healthz"), _) => "healthz",
-        (Some(p), _) if p.starts_with("/dist/") && p != "/dist/metrics" && p != "/dist/drain" => {
+        (Some(p), _) if p.starts_with("/v1/") => "other",
+        (Some(p), _)
+            if p.starts_with("/dist/")
+                && !matches!(p, "/dist/metrics" | "/dist/drain" | "/dist/owners") =>
+        {
             "dist"
         }
         (Some(_), _) => "management",
