@@ -208,7 +208,7 @@ struct GetResult {
     value: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     value_encoding: Option<&'static str>,
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    #[serde(flatten)]
     meta: Option<Meta>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
