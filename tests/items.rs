@@ -93,7 +93,10 @@ async fn item_envelope_and_head_carry_the_metadata() {
     assert_eq!(hv("x-cache-owners"), "meta");
     assert_eq!(hv("x-cache-expires-at"), e["expires_at"].as_str().unwrap());
     assert!(hv("x-cache-ttl-ms").parse::<u64>().unwrap() <= 60_000);
-    assert_eq!(hv("x-cache-last-updated"), e["last_updated"].as_str().unwrap());
+    assert_eq!(
+        hv("x-cache-last-updated"),
+        e["last_updated"].as_str().unwrap()
+    );
     assert!(h.bytes().await.unwrap().is_empty());
     // Without a ttl there are no expiry headers; a miss is a bare 404.
     assert_eq!(n.put("forever", "v").await.status(), 200);
@@ -143,7 +146,12 @@ async fn batches_answer_per_item_within_their_bounds() {
     assert_eq!(r[0]["owners"], json!(["batch"]));
     assert_eq!(r[1]["stored"], true);
     assert_eq!(r[1]["bytes"], 3);
-    for (i, code) in [(2, "BAD_REQUEST"), (3, "BAD_REQUEST"), (4, "PAYLOAD_TOO_LARGE"), (5, "BAD_REQUEST")] {
+    for (i, code) in [
+        (2, "BAD_REQUEST"),
+        (3, "BAD_REQUEST"),
+        (4, "PAYLOAD_TOO_LARGE"),
+        (5, "BAD_REQUEST"),
+    ] {
         assert_eq!(r[i]["stored"], false, "{}", r[i]);
         assert_eq!(r[i]["code"], code, "{}", r[i]);
         assert!(r[i]["error"].as_str().is_some_and(|e| !e.is_empty()));
@@ -155,21 +163,37 @@ async fn batches_answer_per_item_within_their_bounds() {
     }
     assert_eq!(n.get("a").await.text().await.unwrap(), "plain text");
 
-    let (s, b) = post_json(&n, "/v1/cache/batch/get", &json!({"keys": ["a", "b", "zz", "", "f"]})).await;
+    let (s, b) = post_json(
+        &n,
+        "/v1/cache/batch/get",
+        &json!({"keys": ["a", "b", "zz", "", "f"]}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let r = b["results"].as_array().unwrap();
     assert_eq!(r[0]["found"], true);
-    assert_eq!(STANDARD.decode(r[0]["value"].as_str().unwrap()).unwrap(), b"plain text");
+    assert_eq!(
+        STANDARD.decode(r[0]["value"].as_str().unwrap()).unwrap(),
+        b"plain text"
+    );
     assert_eq!(r[0]["value_encoding"], "base64");
     assert!(r[0].get("ttl_ms").is_none(), "{}", r[0]);
-    assert_eq!(STANDARD.decode(r[1]["value"].as_str().unwrap()).unwrap(), vec![0u8, 200, 7]);
+    assert_eq!(
+        STANDARD.decode(r[1]["value"].as_str().unwrap()).unwrap(),
+        vec![0u8, 200, 7]
+    );
     assert!(r[1]["ttl_ms"].as_u64().unwrap() <= 60_000);
     assert_eq!(r[1]["origin"], "batch");
     assert_eq!(r[2], json!({"key": "zz", "found": false}));
     assert_eq!(r[3], json!({"key": "", "found": false}));
     assert_eq!(r[4]["found"], true);
 
-    let (s, b) = post_json(&n, "/v1/cache/batch/delete", &json!({"keys": ["a", "never", ""]})).await;
+    let (s, b) = post_json(
+        &n,
+        "/v1/cache/batch/delete",
+        &json!({"keys": ["a", "never", ""]}),
+    )
+    .await;
     assert_eq!(s, 200, "{b}");
     let r = b["results"].as_array().unwrap();
     assert_eq!(r[0]["deleted"], true);
@@ -183,10 +207,19 @@ async fn batches_answer_per_item_within_their_bounds() {
     let (s, b) = post_json(&n, "/v1/cache/batch/delete", &json!({"keys": many})).await;
     assert_error(s, &b.to_string(), 400, "BAD_REQUEST");
     assert!(b["error"].as_str().unwrap().contains("1000"), "{b}");
-    assert_eq!(n.get("b").await.status(), 200, "an over-long batch deleted nothing");
+    assert_eq!(
+        n.get("b").await.status(),
+        200,
+        "an over-long batch deleted nothing"
+    );
     let (s, b) = post_json(&n, "/v1/cache/batch/get", &json!({"keys": "a"})).await;
     assert_error(s, &b.to_string(), 400, "BAD_REQUEST");
-    let (s, b) = post_json(&n, "/v1/cache/batch/put", &json!({"items": [{"key": "x", "value": "v", "extra": 1}]})).await;
+    let (s, b) = post_json(
+        &n,
+        "/v1/cache/batch/put",
+        &json!({"items": [{"key": "x", "value": "v", "extra": 1}]}),
+    )
+    .await;
     assert_error(s, &b.to_string(), 400, "BAD_REQUEST");
     assert_eq!(n.get("x").await.status(), 404);
     let r = n
@@ -263,7 +296,9 @@ async fn identity_routes() {
         .unwrap();
     assert_eq!(can, json!({"capability": "cache.write", "allowed": true}));
     for q in ["", "?capability=cache.fly", "?capability="] {
-        let r = n.send(Method::GET, n.api_url(&format!("/v1/me/can{q}"))).await;
+        let r = n
+            .send(Method::GET, n.api_url(&format!("/v1/me/can{q}")))
+            .await;
         let s = r.status().as_u16();
         assert_error(s, &r.text().await.unwrap(), 400, "BAD_REQUEST");
     }
@@ -285,12 +320,10 @@ async fn identity_routes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn management_owners_and_trigger_expiration() {
-    let n = Node::start(
-        "mg",
-        &[("AUTH_TOKEN", TOKEN), ("SWEEP_INTERVAL", "1h")],
-    )
-    .await;
-    let r = n.send(Method::GET, n.mgmt_url("/dist/owners?key=user%3A1")).await;
+    let n = Node::start("mg", &[("AUTH_TOKEN", TOKEN), ("SWEEP_INTERVAL", "1h")]).await;
+    let r = n
+        .send(Method::GET, n.mgmt_url("/dist/owners?key=user%3A1"))
+        .await;
     assert_eq!(r.status(), 200);
     let b: Value = r.json().await.unwrap();
     assert_eq!(b, json!({"key": "user:1", "owners": ["mg"]}));
@@ -309,13 +342,23 @@ async fn management_owners_and_trigger_expiration() {
         .unwrap();
     assert_eq!(put.status(), 200);
     tokio::time::sleep(Duration::from_millis(120)).await;
-    assert_eq!(n.stats().await["items"], 1, "not swept yet (the sweep runs hourly)");
-    let r = n.send(Method::POST, n.mgmt_url("/trigger-expiration")).await;
+    assert_eq!(
+        n.stats().await["items"],
+        1,
+        "not swept yet (the sweep runs hourly)"
+    );
+    let r = n
+        .send(Method::POST, n.mgmt_url("/trigger-expiration"))
+        .await;
     assert_eq!(r.status(), 202);
-    eventually("the triggered sweep expires the key", Duration::from_secs(5), || async {
-        let st = n.stats().await;
-        (st["items"] == 0 && st["expirations"].as_u64() == Some(1)).then_some(())
-    })
+    eventually(
+        "the triggered sweep expires the key",
+        Duration::from_secs(5),
+        || async {
+            let st = n.stats().await;
+            (st["items"] == 0 && st["expirations"].as_u64() == Some(1)).then_some(())
+        },
+    )
     .await;
     let r = n
         .http

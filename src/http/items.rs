@@ -305,13 +305,18 @@ struct PutResult {
 }
 
 /// One batch put item, checked: key, value decoded, ttl; or why it is refused.
-fn check_put(item: PutItem, max_value: u64) -> Result<(String, Bytes, Option<Duration>), CacheError> {
+fn check_put(
+    item: PutItem,
+    max_value: u64,
+) -> Result<(String, Bytes, Option<Duration>), CacheError> {
     validate_key(&item.key).map_err(|e| CacheError::BadRequest(e.to_string()))?;
     let value = match item.value_encoding.as_deref() {
         None | Some("string") => Bytes::from(item.value.into_bytes()),
-        Some("base64") => Bytes::from(STANDARD.decode(item.value.as_bytes()).map_err(|e| {
-            CacheError::BadRequest(format!("invalid base64 value: {e}"))
-        })?),
+        Some("base64") => Bytes::from(
+            STANDARD
+                .decode(item.value.as_bytes())
+                .map_err(|e| CacheError::BadRequest(format!("invalid base64 value: {e}")))?,
+        ),
         Some(other) => {
             return Err(CacheError::BadRequest(format!(
                 "invalid value_encoding {other:?}: expected string or base64"
@@ -500,7 +505,9 @@ pub async fn can(
         ))
         .into());
     }
-    Ok(Json(serde_json::json!({ "capability": cap, "allowed": true })))
+    Ok(Json(
+        serde_json::json!({ "capability": cap, "allowed": true }),
+    ))
 }
 
 #[cfg(test)]

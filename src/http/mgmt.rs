@@ -50,7 +50,9 @@ async fn dist_owners(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let pairs = super::client::query_pairs(q.as_deref());
     let Some((_, key)) = pairs.iter().find(|(k, _)| k == "key") else {
-        return Err(hypercache_actors::CacheError::BadRequest("missing cache key: ?key=".into()).into());
+        return Err(
+            hypercache_actors::CacheError::BadRequest("missing cache key: ?key=".into()).into(),
+        );
     };
     hypercache_actors::types::validate_key(key)
         .map_err(|e| hypercache_actors::CacheError::BadRequest(e.to_string()))?;
@@ -61,11 +63,7 @@ async fn dist_owners(
 /// next tick; 202 (the sweeps run in the shards' mailboxes).
 async fn trigger_expiration(State(s): State<AppState>) -> Response {
     let shards = s.node.trigger_expiration();
-    (
-        StatusCode::ACCEPTED,
-        Json(json!({ "shards": shards })),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, Json(json!({ "shards": shards }))).into_response()
 }
 
 /// `200 ok`, or `503 draining` once a drain has started.
