@@ -494,7 +494,9 @@ impl Cluster {
             nodes.push(Node::start_on(&format!("node-{}", i + 1), &all, a, m, d).await);
         }
         let c = Cluster { nodes };
-        c.wait_members(n, Duration::from_secs(20)).await;
+        // Generous: under a full parallel test run on two cores, five nodes have once
+        // needed more than 20 s to see each other alive at the same moment.
+        c.wait_members(n, Duration::from_secs(40)).await;
         c
     }
 
