@@ -122,16 +122,13 @@ pub fn serve(
             let m = ctx.metrics();
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 Metrics::inc(&m.resp_connections_refused_total);
-                conns.spawn(refuse(stream, "ERR max number of clients reached"));
+                refuse(&stream, MAX_CLIENTS);
                 continue;
             };
             if ctx.protected && !PeerAddr(peer).is_loopback() {
                 Metrics::inc(&m.resp_connections_refused_total);
                 Metrics::inc(&m.requests_protected_mode_total);
-                conns.spawn(refuse(
-                    stream,
-                    "DENIED protected mode: HYPERCACHE_AUTH_TOKEN is not set, so this listener answers loopback clients only; set the token (clients then send AUTH) to serve the network",
-                ));
+                refuse(&stream, DENIED);
                 continue;
             }
             Metrics::inc(&m.resp_connections_total);
@@ -154,10 +151,15 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Writes one error line and closes, without reading anything.
-async fn refuse(mut stream: TcpStream, line: &'static str) {
-    let msg = format!("-{line}\r\n");
-    let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(msg.as_bytes())).await;
+/// Past the connection cap.
+const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
+/// Protected mode, to a client off loopback.
+const DENIED: &[u8] = b"-DENIED protected mode: HYPERCACHE_AUTH_TOKEN is not set, so this listener answers loopback clients only; set the token (clients then send AUTH) to serve the network\r\n";
+
+/// Writes one error line without waiting and closes (the connection drops with the
+/// stream): a flood past the cap costs no task and no timer, as on the HTTP listeners.
+fn refuse(stream: &TcpStream, line: &[u8]) {
+    let _ = stream.try_write(line);
 }
 
 /// What a command leaves the connection to do.
