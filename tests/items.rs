@@ -368,3 +368,136 @@ async fn management_owners_and_trigger_expiration() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+async fn browse(n: &Node, query: &str) -> (u16, Value) {
+    let r = n
+        .http
+        .get(n.api_url(&format!("/v1/cache/keys?{query}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap())
+}
+
+fn key_list(v: &Value) -> Vec<String> {
+    v["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn key_browser_pages_through_the_whole_cluster() {
+    // RF 2 on 3 nodes: no node holds every key, so a page needs the merge.
+    let mut c = Cluster::start(3, &[("AUTH_TOKEN", TOKEN), ("REPLICATION", "2")]).await;
+    let users: Vec<String> = (0..300).map(|i| format!("user:{i:03}")).collect();
+    let items: Vec<Value> = users
+        .iter()
+        .map(|k| json!({"key": k, "value": "v"}))
+        .chain((0..50).map(|i| json!({"key": format!("other/{i}"), "value": "v"})))
+        .collect();
+    let (s, b) = post_json(c.node(1), "/v1/cache/batch/put", &json!({ "items": items })).await;
+    assert_eq!(s, 200, "{b}");
+    for i in 1..=3 {
+        let held = c.node(i).stats().await["items"].as_u64().unwrap();
+        assert!(
+            held < 350,
+            "node-{i} holds every key ({held}); the test needs RF < N"
+        );
+    }
+
+    // Pages of 100 in key order, from another node than the writer.
+    let mut seen = Vec::new();
+    let mut cursor = String::from("0");
+    loop {
+        let (s, page) = browse(c.node(2), &format!("q=user:&limit=100&cursor={cursor}")).await;
+        assert_eq!(s, 200, "{page}");
+        assert_eq!(page["total_matched"], 300, "{page}");
+        assert_eq!(page["truncated"], false);
+        assert_eq!(page["node"], "node-2");
+        assert!(page.get("partial_nodes").is_none(), "{page}");
+        seen.extend(key_list(&page));
+        cursor = page["next_cursor"].as_str().unwrap().to_owned();
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, users);
+
+    // Globs follow path.Match: `*` stops at '/'.
+    let (_, b) = browse(c.node(3), "q=user:1*&limit=500").await;
+    assert_eq!(key_list(&b), users[100..200].to_vec());
+    let (_, b) = browse(c.node(3), "q=*&limit=500").await;
+    assert_eq!(b["total_matched"], 300, "only the keys without '/'");
+    let (_, b) = browse(c.node(3), "q=other/*&limit=500").await;
+    assert_eq!(b["total_matched"], 50);
+    let (_, b) = browse(c.node(3), "q=user:0[0-4]?&limit=500").await;
+    assert_eq!(key_list(&b), users[0..50].to_vec());
+
+    // `max` caps the merged set: the smallest keys, flagged as truncated.
+    let (_, b) = browse(c.node(1), "q=user:&max=40&limit=1000").await;
+    assert_eq!(key_list(&b), users[..40].to_vec());
+    assert_eq!(b["truncated"], true);
+    assert_eq!(b["total_matched"], 40);
+    assert_eq!(b["next_cursor"], "");
+    // A cursor past the end is an empty last page.
+    let (s, b) = browse(c.node(1), "q=user:&cursor=999").await;
+    assert_eq!(
+        (s, key_list(&b).len(), b["next_cursor"].clone()),
+        (200, 0, json!(""))
+    );
+
+    // Bad parameters are 400 and name themselves.
+    for (q, word) in [
+        ("cursor=-1", "cursor"),
+        ("limit=0", "limit"),
+        ("max=abc", "max"),
+        ("q=user:[0-", "glob"),
+    ] {
+        let (s, b) = browse(c.node(1), q).await;
+        assert_eq!(s, 400, "{q}: {b}");
+        assert_eq!(b["code"], "BAD_REQUEST");
+        assert!(b["error"].as_str().unwrap().contains(word), "{q}: {b}");
+    }
+
+    // Deleted and expired keys are not listed.
+    assert_eq!(c.node(1).delete("user:000").await.status(), 200);
+    let r = c
+        .node(1)
+        .http
+        .put(c.node(1).api_url("/v1/cache/brief?ttl=1s"))
+        .bearer_auth(TOKEN)
+        .body("v")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let (_, b) = browse(c.node(2), "q=user:&limit=1").await;
+    assert_eq!(key_list(&b), vec!["user:001"]);
+    eventually(
+        "the expired key leaves the listing",
+        Duration::from_secs(10),
+        || async {
+            let (_, b) = browse(c.node(2), "q=brief").await;
+            (b["total_matched"] == 0).then_some(())
+        },
+    )
+    .await;
+
+    // A node that is down is named; the keys it shares with the others are still there.
+    c.node_mut(3).kill9().await;
+    let b = eventually(
+        "node-3 listed as missing",
+        Duration::from_secs(30),
+        || async {
+            let (_, b) = browse(c.node(1), "q=user:&limit=500").await;
+            (b["partial_nodes"] == json!(["node-3"])).then_some(b)
+        },
+    )
+    .await;
+    assert_eq!(b["total_matched"], 299, "RF 2: every key has a live copy");
+}

@@ -18,6 +18,7 @@ pub mod error;
 pub mod hint_queue;
 pub mod hints;
 pub mod hlc;
+pub mod keyscan;
 pub mod membership;
 pub mod merkle;
 pub mod metrics;

@@ -254,11 +254,12 @@ pub const LATENCY_BUCKETS: [f64; 14] = [
 ];
 
 /// Routes whose latency is recorded (label `route`).
-pub const ROUTES: [&str; 11] = [
+pub const ROUTES: [&str; 12] = [
     "cache_get",
     "cache_put",
     "cache_delete",
     "owners",
+    "keys",
     "healthz",
     "management",
     "dist",

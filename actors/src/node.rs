@@ -10,9 +10,13 @@ use crate::drain::{DrainMsg, DrainReport};
 use crate::error::CacheError;
 use crate::hint_queue::HintMsg;
 use crate::hlc::Hlc;
-use crate::membership::{initial_view, ClusterView, HeartbeatInfo, MemberInfo, MembershipMsg};
+use crate::keyscan::{merge, KeyFilter, MAX_SCAN_KEYS};
+use crate::membership::{
+    initial_view, ClusterView, HeartbeatInfo, MemberInfo, MemberState, MembershipMsg,
+};
 use crate::metrics::Metrics;
 use crate::peer::{HintSink, PeerClient, PeerTable};
+use crate::proto::KeyScan;
 use crate::quorum::Consistency;
 use crate::root::{RootArgs, RootMsg, RootSupervisor, Slots};
 use crate::service::DistService;
@@ -152,6 +156,9 @@ pub async fn start_with(
         ae_permits: Arc::new(tokio::sync::Semaphore::new(
             crate::service::MAX_AE_IN_FLIGHT,
         )),
+        scan_permits: Arc::new(tokio::sync::Semaphore::new(
+            crate::service::MAX_SCAN_IN_FLIGHT,
+        )),
     };
     let handle = NodeHandle {
         config,
@@ -172,6 +179,21 @@ pub async fn start_with(
 }
 
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a key scan waits for a peer's part.
+const SCAN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What [`NodeHandle::browse_keys`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Browse {
+    /// Ascending, without duplicates, at most `max`.
+    pub keys: Vec<crate::types::Key>,
+    /// More keys match than `keys` holds (some node had more than `max`, or the union
+    /// did).
+    pub truncated: bool,
+    /// Members whose keys are missing from the answer: dead, or no answer in time.
+    pub partial_nodes: Vec<String>,
+}
 
 impl NodeHandle {
     /// The configuration the actor system runs with.
@@ -248,6 +270,69 @@ impl NodeHandle {
     /// Reads `key` at the given level (default: the configured read level).
     pub async fn get(&self, key: &str, level: Option<Consistency>) -> Result<Stored, CacheError> {
         self.coordinator.get(key, level).await
+    }
+
+    /// The cluster-wide key browser: the smallest `max` live keys that `q` selects
+    /// ([`KeyFilter::parse`]) over this node and every alive peer, ascending
+    /// and without duplicates. Each node keeps only its own first `max` keys while it
+    /// scans, so memory is bounded by `max` per node whatever the number of keys. Peers
+    /// that did not answer in time, and suspect or dead ones (not asked, so that a frozen
+    /// node does not hold every scan for the timeout), are listed in `partial_nodes`.
+    pub async fn browse_keys(&self, q: &str, max: usize) -> Result<Browse, CacheError> {
+        let filter =
+            Arc::new(KeyFilter::parse(q).map_err(|e| CacheError::BadRequest(e.to_string()))?);
+        if max > MAX_SCAN_KEYS {
+            return Err(CacheError::BadRequest(format!(
+                "max is at most {MAX_SCAN_KEYS}"
+            )));
+        }
+        let view = self.view();
+        let mut partial_nodes = Vec::new();
+        let mut asked = Vec::new();
+        for m in view.members.iter().filter(|m| m.id != view.self_id) {
+            match m.state {
+                MemberState::Alive => asked.push(m),
+                MemberState::Suspect | MemberState::Dead => partial_nodes.push(m.id.clone()),
+                MemberState::Left => {}
+            }
+        }
+        let remote = asked.iter().map(|m| {
+            let req = KeyScan {
+                q: q.to_owned(),
+                max: max as u32,
+            };
+            self.service.wire.call(&m.address, req, SCAN_TIMEOUT)
+        });
+        let (local, remote) = tokio::join!(
+            self.service.scan_local(&filter, max),
+            futures_util::future::join_all(remote)
+        );
+        let (keys, matched) = local?;
+        let mut truncated = matched > keys.len() as u64;
+        let mut lists = vec![keys];
+        for (m, reply) in asked.iter().zip(remote) {
+            match reply {
+                Ok(r) if r.keys.len() <= max && r.keys.iter().all(|k| filter.matches(k)) => {
+                    truncated |= r.matched > r.keys.len() as u64;
+                    lists.push(r.keys);
+                }
+                Ok(_) => {
+                    tracing::warn!(peer = %m.id, "a peer answered a key scan with keys it was not asked for; left out");
+                    partial_nodes.push(m.id.clone());
+                }
+                Err(e) => {
+                    tracing::debug!(peer = %m.id, error = %e, "a peer did not answer a key scan");
+                    partial_nodes.push(m.id.clone());
+                }
+            }
+        }
+        let (keys, cut) = merge(lists, max);
+        partial_nodes.sort();
+        Ok(Browse {
+            keys,
+            truncated: truncated || cut,
+            partial_nodes,
+        })
     }
 
     /// Runs the expiry sweep of every shard now instead of at its next tick; returns the

@@ -58,6 +58,7 @@ pub enum Call {
     AeCompare(AeCompare),
     AeFetch(AeFetch),
     AcceptHints(AcceptHints),
+    Keys(KeyScan),
 }
 
 impl Call {
@@ -71,6 +72,7 @@ impl Call {
             Call::AeCompare(_) => "ae-compare",
             Call::AeFetch(_) => "ae-fetch",
             Call::AcceptHints(_) => "accept-hints",
+            Call::Keys(_) => "keys",
         }
     }
 
@@ -86,6 +88,7 @@ impl Call {
                 Call::AeCompare(c) => c.leaves.len() * 8 + c.segments.len() * 24,
                 Call::AeFetch(f) => f.keys.iter().map(String::len).sum(),
                 Call::AcceptHints(h) => h.hints.iter().map(|(t, w)| t.len() + w.weight()).sum(),
+                Call::Keys(k) => k.q.len(),
             }
     }
 }
@@ -100,6 +103,7 @@ pub enum CallReply {
     AeCompare(AeCompareReply),
     AeFetch(AeFetchReply),
     AcceptHints(AcceptHintsReply),
+    Keys(KeyScanReply),
 }
 
 /// Why the peer refused one item of a batch (the others are unaffected).
@@ -156,6 +160,7 @@ rpc!(PingReq => PingReqReply, PingReq, PingReq);
 rpc!(AeCompare => AeCompareReply, AeCompare, AeCompare);
 rpc!(AeFetch => AeFetchReply, AeFetch, AeFetch);
 rpc!(AcceptHints => AcceptHintsReply, AcceptHints, AcceptHints);
+rpc!(KeyScan => KeyScanReply, Keys, Keys);
 
 /// Every peer message travels in one of these.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -400,6 +405,22 @@ pub struct AcceptHints {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AcceptHintsReply {
     pub accepted: u64,
+}
+
+/// The key browser: the receiver's smallest `max` live keys that `q` selects
+/// ([`crate::keyscan::KeyFilter::parse`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyScan {
+    pub q: String,
+    pub max: u32,
+}
+
+/// The answer to [`KeyScan`]: at most `max` keys, ascending, and how many keys the
+/// filter selects on the receiver in all.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyScanReply {
+    pub keys: Vec<Key>,
+    pub matched: u64,
 }
 
 #[cfg(test)]

@@ -11,13 +11,14 @@
 use crate::error::CacheError;
 use crate::hint_queue::HintMsg;
 use crate::hlc::{Hlc, MAX_DRIFT_MS};
+use crate::keyscan::{KeyFilter, MAX_SCAN_KEYS};
 use crate::membership::{ClusterView, MembershipMsg, Sender};
 use crate::merkle::{check_leaves, differing, listable};
 use crate::metrics::Metrics;
 use crate::proto::{
     decode_envelope, encode, AcceptHints, AcceptHintsReply, AeCompare, AeCompareReply, AeFetch,
-    AeFetchReply, Batch, BatchReply, Call, CallReply, DecodeError, Envelope, ItemError, ReadReply,
-    ReplicateReply, MAX_BATCH_CALLS,
+    AeFetchReply, Batch, BatchReply, Call, CallReply, DecodeError, Envelope, ItemError,
+    KeyScanReply, ReadReply, ReplicateReply, MAX_BATCH_CALLS,
 };
 use crate::proto::{WireState, CLOCK_SKEW_CODE};
 use crate::shards::Shards;
@@ -43,6 +44,9 @@ pub const MAX_AE_REPLY_BYTES: usize = 8 << 20;
 /// Anti-entropy requests (compare or fetch) answered at once; more get `OVERLOADED`.
 pub const MAX_AE_IN_FLIGHT: usize = 2;
 
+/// Key scans (a client's or a peer's) answered at once; more get `OVERLOADED`.
+pub const MAX_SCAN_IN_FLIGHT: usize = 2;
+
 /// Most calls of each kind one batch may carry; the calls past a cap get an item error.
 /// A node's own peer actors stay far below them.
 fn per_batch_cap(call: &Call) -> usize {
@@ -51,6 +55,7 @@ fn per_batch_cap(call: &Call) -> usize {
         Call::Ping(_) | Call::PingReq(_) => 8,
         Call::AeCompare(_) | Call::AeFetch(_) => 4,
         Call::AcceptHints(_) => 64,
+        Call::Keys(_) => 1,
     }
 }
 
@@ -97,6 +102,8 @@ pub struct DistService {
     pub(crate) max_value_bytes: u64,
     /// [`MAX_AE_IN_FLIGHT`] permits.
     pub(crate) ae_permits: Arc<Semaphore>,
+    /// [`MAX_SCAN_IN_FLIGHT`] permits.
+    pub(crate) scan_permits: Arc<Semaphore>,
 }
 
 fn item_error(e: CacheError) -> ItemError {
@@ -127,6 +134,7 @@ fn call_index(call: &Call) -> usize {
         Call::AeCompare(_) => 4,
         Call::AeFetch(_) => 5,
         Call::AcceptHints(_) => 6,
+        Call::Keys(_) => 7,
     }
 }
 
@@ -196,7 +204,7 @@ impl DistService {
         from: &Sender,
         calls: Vec<Call>,
     ) -> Vec<Result<CallReply, ItemError>> {
-        let mut seen = [0usize; 7];
+        let mut seen = [0usize; 8];
         let answers = calls.into_iter().map(|c| {
             let n = &mut seen[call_index(&c)];
             *n += 1;
@@ -260,6 +268,21 @@ impl DistService {
             Call::AcceptHints(req) => CallReply::AcceptHints(AcceptHintsReply {
                 accepted: self.accept_hints(req).await?,
             }),
+            Call::Keys(req) => {
+                let filter = KeyFilter::parse(&req.q).map_err(|e| {
+                    Metrics::inc(&self.metrics.dist_refused_total);
+                    CacheError::BadRequest(e.to_string())
+                })?;
+                let max = req.max as usize;
+                if max > MAX_SCAN_KEYS {
+                    Metrics::inc(&self.metrics.dist_refused_total);
+                    return Err(CacheError::BadRequest(format!(
+                        "a key scan returns at most {MAX_SCAN_KEYS} keys"
+                    )));
+                }
+                let (keys, matched) = self.scan_local(&Arc::new(filter), max).await?;
+                CallReply::Keys(KeyScanReply { keys, matched })
+            }
         })
     }
 
@@ -381,6 +404,21 @@ impl DistService {
     }
 
     /// One of the [`MAX_AE_IN_FLIGHT`] permits, or `OVERLOADED`.
+    /// This node's part of a key scan: at most [`MAX_SCAN_IN_FLIGHT`] at once (more get
+    /// `OVERLOADED`), each a pass over every shard.
+    pub async fn scan_local(
+        &self,
+        filter: &Arc<KeyFilter>,
+        max: usize,
+    ) -> Result<(Vec<crate::types::Key>, u64), CacheError> {
+        let _permit = self
+            .scan_permits
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| CacheError::Overloaded)?;
+        self.shards.scan_keys(filter, max).await
+    }
+
     fn ae_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CacheError> {
         self.ae_permits
             .clone()

@@ -69,6 +69,13 @@ pub enum ShardMsg {
         version: Version,
         reply: RpcReplyPort<bool>,
     },
+    /// The key browser: the smallest `max` live keys `filter` selects (within
+    /// [`crate::keyscan::MAX_SCAN_BYTES`]), ascending, and how many it selects in all.
+    Keys {
+        filter: Arc<crate::keyscan::KeyFilter>,
+        max: usize,
+        reply: RpcReplyPort<(Vec<Key>, u64)>,
+    },
     /// Drop every record and tombstone; answered with how many records went.
     Clear(RpcReplyPort<u64>),
     /// Timer: remove expired entries and purge old tombstones.
@@ -136,6 +143,11 @@ impl Actor for ShardActor {
             }
             ShardMsg::Clear(reply) => {
                 let _ = reply.send(state.store.clear());
+            }
+            ShardMsg::Keys { filter, max, reply } => {
+                let mut out = crate::keyscan::Smallest::new(max, crate::keyscan::MAX_SCAN_BYTES);
+                state.store.scan_keys(&filter, now_ms(), &mut out);
+                let _ = reply.send(out.finish());
             }
             ShardMsg::Versions(reply) => {
                 let _ = reply.send(state.store.versions());

@@ -267,6 +267,30 @@ impl Shards {
         Ok(out)
     }
 
+    /// The key browser over every shard: the smallest `max` live keys `filter` selects,
+    /// ascending, and how many it selects in all (nothing while the data is stale).
+    pub async fn scan_keys(
+        &self,
+        filter: &Arc<crate::keyscan::KeyFilter>,
+        max: usize,
+    ) -> Result<(Vec<Key>, u64), CacheError> {
+        let mut out = crate::keyscan::Smallest::new(max, crate::keyscan::MAX_SCAN_BYTES);
+        if self.stale() {
+            return Ok(out.finish());
+        }
+        for i in 0..self.len() {
+            let (keys, matched) = self
+                .call_index(i, |reply| ShardMsg::Keys {
+                    filter: filter.clone(),
+                    max,
+                    reply,
+                })
+                .await?;
+            out.absorb(keys, matched);
+        }
+        Ok(out.finish())
+    }
+
     /// Every shard's anti-entropy leaves for `ring`, merged, and which shards are full.
     pub async fn leaves(&self, ring: &Arc<Ring>) -> Result<NodeLeaves, CacheError> {
         let mut out = NodeLeaves::default();

@@ -333,6 +333,21 @@ impl ShardStore {
             .collect()
     }
 
+    /// Offers every live, unexpired key `filter` selects to `out` (the key browser); no
+    /// entry is marked used.
+    pub fn scan_keys(
+        &self,
+        filter: &crate::keyscan::KeyFilter,
+        now_ms: u64,
+        out: &mut crate::keyscan::Smallest,
+    ) {
+        for e in self.live.iter() {
+            if !expired(e.expires_at_ms(), now_ms) && filter.matches(e.key()) {
+                out.offer(e.key());
+            }
+        }
+    }
+
     /// The raw record of `key` (live value or tombstone) without marking it used or
     /// counting; expired values are reported as absent.
     pub fn peek_record(&self, key: &str, now_ms: u64) -> Option<Write> {

@@ -30,6 +30,7 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
                 .put(put_key)
                 .delete(delete_key),
         )
+        .route("/v1/cache/keys", get(items::list_keys))
         .route("/v1/cache/batch/get", post(items::batch_get))
         .route("/v1/cache/batch/put", post(items::batch_put))
         .route("/v1/cache/batch/delete", post(items::batch_delete))

@@ -27,6 +27,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+/// The key browser's page size: default and ceiling (a larger `limit` is clamped, as
+/// the Go server does).
+pub const KEYS_LIMIT: (usize, usize) = (100, 500);
+/// The key browser's cap on the merged key set: default and ceiling (clamped).
+pub const KEYS_MAX: (usize, usize) = (10_000, hypercache_actors::keyscan::MAX_SCAN_KEYS);
+
 /// Most items in one batch request (400 past it).
 pub const MAX_BATCH_ITEMS: usize = 1000;
 /// Most bytes of one batch request body (413 past it).
@@ -551,4 +557,78 @@ mod tests {
         bad_key.key = String::new();
         assert!(check_put(bad_key, 100).is_err());
     }
+}
+
+/// `GET /v1/cache/keys` reply.
+#[derive(Serialize)]
+struct KeysPage {
+    keys: Vec<String>,
+    /// The `cursor` of the next page; `""` on the last one.
+    next_cursor: String,
+    /// Keys in the merged set (at most `max`).
+    total_matched: usize,
+    /// More keys match than the merged set holds.
+    truncated: bool,
+    node: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    partial_nodes: Vec<String>,
+}
+
+/// A numeric query parameter: `default` when absent, 400 when it is not a number or is
+/// below `min`, clamped to `ceiling`.
+fn count_param(
+    pairs: &[(String, String)],
+    name: &str,
+    default: usize,
+    min: usize,
+    ceiling: usize,
+) -> Result<usize, CacheError> {
+    let Some((_, raw)) = pairs.iter().find(|(k, _)| k == name) else {
+        return Ok(default);
+    };
+    let what = if min == 0 {
+        "a non-negative integer"
+    } else {
+        "a positive integer"
+    };
+    match raw.parse::<u64>() {
+        Ok(n) if n as u128 >= min as u128 => Ok((n.min(ceiling as u64)) as usize),
+        _ => Err(CacheError::BadRequest(format!(
+            "invalid {name} {raw:?}: must be {what}"
+        ))),
+    }
+}
+
+/// `GET /v1/cache/keys?q=&cursor=&limit=&max=`: the cluster-wide key browser. Every
+/// page repeats the scan (bounded by `max` keys per node) and cuts its page out of the
+/// sorted, merged set; `cursor` is the offset into that set.
+pub async fn list_keys(
+    State(s): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Response, ApiError> {
+    let pairs = super::client::query_pairs(q.as_deref());
+    let filter = pairs
+        .iter()
+        .find(|(k, _)| k == "q")
+        .map_or("", |(_, v)| v.as_str());
+    let cursor = count_param(&pairs, "cursor", 0, 0, usize::MAX)?;
+    let limit = count_param(&pairs, "limit", KEYS_LIMIT.0, 1, KEYS_LIMIT.1)?;
+    let max = count_param(&pairs, "max", KEYS_MAX.0, 1, KEYS_MAX.1)?;
+    let found = s.node.browse_keys(filter, max).await?;
+    let total = found.keys.len();
+    let start = cursor.min(total);
+    let end = start.saturating_add(limit).min(total);
+    Ok(Json(KeysPage {
+        keys: found.keys[start..end].to_vec(),
+        next_cursor: if end < total {
+            end.to_string()
+        } else {
+            String::new()
+        },
+        total_matched: total,
+        truncated: found.truncated,
+        node: s.config.node_id.clone(),
+        partial_nodes: found.partial_nodes,
+    })
+    .into_response())
 }

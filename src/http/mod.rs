@@ -339,6 +339,7 @@ fn route_label(method: &Method, path: Option<&str>) -> usize {
         (Some("/v1/cache/{key}"), &Method::PUT) => "cache_put",
         (Some("/v1/cache/{key}"), &Method::DELETE) => "cache_delete",
         (Some("/v1/cache/batch/get"), _) => "cache_get",
+        (Some("/v1/cache/keys"), _) => "keys",
         (Some("/v1/cache/batch/put"), _) => "cache_put",
         (Some("/v1/cache/batch/delete"), _) => "cache_delete",
         (Some("/v1/owners/{key}"), _) => "owners",
