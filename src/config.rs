@@ -11,6 +11,7 @@ use hypercache_actors::store::TOMBSTONE_OVERHEAD;
 use hypercache_actors::types::MAX_KEY_BYTES;
 use serde::Serialize;
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Prefix of every variable.
@@ -97,6 +98,10 @@ pub struct Config {
     pub shards: usize,
     #[serde(serialize_with = "redact")]
     pub auth_token: Option<String>,
+    /// `HYPERCACHE_AUTH_CONFIG`, read and validated at start-up; `/config` shows its
+    /// ids and flags, no secret.
+    #[serde(serialize_with = "auth_summary")]
+    pub auth_config: Option<Arc<crate::auth::AuthConfig>>,
     pub log_level: String,
     pub log_format: LogFormat,
     #[serde(with = "ms")]
@@ -160,6 +165,14 @@ pub struct Config {
     pub client_buffer_bytes: u64,
     pub dist_buffer_bytes: u64,
     pub max_members: usize,
+}
+
+fn auth_summary<S: serde::Serializer>(
+    a: &Option<Arc<crate::auth::AuthConfig>>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    a.as_ref().map(|a| a.summary()).serialize(s)
 }
 
 fn redact<S: serde::Serializer>(t: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
@@ -233,6 +246,7 @@ pub const KNOWN: &[&str] = &[
     "MAX_VALUE_BYTES",
     "SHARDS",
     "AUTH_TOKEN",
+    "AUTH_CONFIG",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "HEARTBEAT",
@@ -277,11 +291,10 @@ pub const KNOWN: &[&str] = &[
     "OWNERSHIP_SWEEP_INTERVAL",
 ];
 
-/// Settings of the Go server that configure security (client TLS and mTLS, scoped tokens,
+/// Settings of the Go server that configure security (client TLS and mTLS,
 /// OIDC) and that this version does not implement. Setting one stops start-up (exit 2):
 /// a node that silently ignored them would run open and in clear text.
 pub const UNSUPPORTED_SECURITY: &[&str] = &[
-    "AUTH_CONFIG",
     "API_TLS_CERT",
     "API_TLS_KEY",
     "API_TLS_CLIENT_CA",
@@ -552,6 +565,10 @@ impl Config {
             .raw("AUTH_TOKEN")
             .map(|(_, v)| v)
             .filter(|t| !t.is_empty());
+        let auth_config = match r.raw("AUTH_CONFIG").filter(|(_, v)| !v.trim().is_empty()) {
+            Some((_, path)) => Some(Arc::new(crate::auth::AuthConfig::load(&path)?)),
+            None => None,
+        };
         let peer_token = r
             .raw("PEER_TOKEN")
             .map(|(_, v)| v)
@@ -624,6 +641,7 @@ impl Config {
             max_value_bytes,
             shards,
             auth_token,
+            auth_config,
             log_level,
             log_format,
             heartbeat,
@@ -705,7 +723,7 @@ impl Config {
             Some(var) => Err(Reader::err(
                 var,
                 "[not shown]",
-                "unset: this version does not implement it (client TLS, scoped tokens and OIDC are not supported; see docs/security.md), and running without the protection it asks for would be unsafe",
+                "unset: this version does not implement it (client TLS and OIDC are not supported; see docs/security.md), and running without the protection it asks for would be unsafe",
             )),
         }
     }

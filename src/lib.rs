@@ -2,6 +2,7 @@
 //! system (`hypercache-actors`): configuration, the three HTTP listeners, auth, error
 //! mapping, logging, and the shutdown sequence.
 
+pub mod auth;
 pub mod config;
 pub mod duration;
 pub mod healthcheck;
@@ -146,13 +147,20 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let (stop_client_tx, stop_client) = watch::channel(false);
     let (stop_rest_tx, stop_rest) = watch::channel(false);
     let metrics = node.metrics().clone();
-    let client_guard = Guard::new(&config, node.clone(), Listener::Client);
+    // One policy for the client, management and RESP listeners: they share the
+    // identities, the bcrypt bound and the cache of checked Basic passwords.
+    let policy = Arc::new(auth::Policy::new(
+        config.auth_config.as_deref(),
+        config.auth_token.as_deref(),
+    ));
+    let client_guard = Guard::new(&config, node.clone(), Listener::Client, &policy);
     let resp_srv = resp.map(|listener| {
         let ctx = resp::RespContext::new(
             node.clone(),
             config.clone(),
             client_guard.inflight(),
             state.client_body.clone(),
+            policy.clone(),
         );
         resp::serve(listener, Arc::new(ctx), stop_client.clone())
     });
@@ -167,7 +175,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         mgmt,
         http::mgmt::router(
             state.clone(),
-            Guard::new(&config, node.clone(), Listener::Management),
+            Guard::new(&config, node.clone(), Listener::Management, &policy),
         ),
         limits(config.mgmt_max_connections),
         metrics.clone(),
@@ -175,7 +183,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     );
     let dist_srv = serve(
         dist,
-        http::dist::router(state, Guard::new(&config, node.clone(), Listener::Dist)),
+        http::dist::router(
+            state,
+            Guard::new(&config, node.clone(), Listener::Dist, &policy),
+        ),
         limits(config.dist_max_connections),
         metrics,
         stop_rest,

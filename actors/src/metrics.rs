@@ -34,6 +34,7 @@ define_metrics! {
     counter requests_total: "HTTP requests answered, all listeners.",
     counter requests_rejected_overload_total: "Requests answered 503 OVERLOADED because a listener was at its in-flight bound.",
     counter requests_unauthorized_total: "Requests answered 401.",
+    counter requests_forbidden_total: "Requests answered 403 FORBIDDEN: valid credentials without the scope the route needs.",
     counter puts_total: "Client writes that stored a value (HTTP PUT, RESP SET/MSET/EXPIRE), per key.",
     counter gets_total: "Client reads answered, hit or miss (HTTP GET, RESP GET/MGET/EXISTS/TTL), per key.",
     counter deletes_total: "Client deletes that wrote a tombstone (HTTP DELETE, RESP DEL), per key.",

@@ -335,6 +335,13 @@ impl NodeHandle {
         })
     }
 
+    /// Drops every value this node holds (tombstones stay); the number dropped. Only
+    /// this node: the other owners keep their copies, and anti-entropy and read repair
+    /// bring this node's share back from them, as after a restart.
+    pub async fn clear_local(&self) -> Result<u64, CacheError> {
+        self.shards.clear_values().await
+    }
+
     /// Runs the expiry sweep of every shard now instead of at its next tick; returns the
     /// number of shards asked (the sweeps run in their own mailboxes).
     pub fn trigger_expiration(&self) -> usize {

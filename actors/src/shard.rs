@@ -78,6 +78,8 @@ pub enum ShardMsg {
     },
     /// Drop every record and tombstone; answered with how many records went.
     Clear(RpcReplyPort<u64>),
+    /// Drop every live value, keep the tombstones; answered with how many values went.
+    ClearValues(RpcReplyPort<u64>),
     /// Timer: remove expired entries and purge old tombstones.
     Sweep,
     /// Current counters; answered with this shard's [`ShardStats`].
@@ -148,6 +150,9 @@ impl Actor for ShardActor {
                 let mut out = crate::keyscan::Smallest::new(max, crate::keyscan::MAX_SCAN_BYTES);
                 state.store.scan_keys(&filter, now_ms(), &mut out);
                 let _ = reply.send(out.finish());
+            }
+            ShardMsg::ClearValues(reply) => {
+                let _ = reply.send(state.store.clear_values());
             }
             ShardMsg::Versions(reply) => {
                 let _ = reply.send(state.store.versions());

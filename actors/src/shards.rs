@@ -109,6 +109,16 @@ impl Shards {
         Ok(n)
     }
 
+    /// Drops every live value of every shard and keeps the tombstones; the number of
+    /// values dropped.
+    pub async fn clear_values(&self) -> Result<u64, CacheError> {
+        let mut n = 0;
+        for i in 0..self.len() {
+            n += self.call_index(i, ShardMsg::ClearValues).await?;
+        }
+        Ok(n)
+    }
+
     /// Number of shards.
     pub fn len(&self) -> usize {
         self.table.read().map(|t| t.len()).unwrap_or(0)

@@ -248,6 +248,17 @@ impl ShardStore {
         n
     }
 
+    /// Drops every live value and keeps the tombstones (so that no delete is undone by a
+    /// peer's older copy); the number of values dropped.
+    pub fn clear_values(&mut self) -> u64 {
+        let n = self.live.len() as u64;
+        self.live = LiveTable::new();
+        // Rebuilt for the ring the next compare names, from the tombstones alone.
+        self.leaves = SegmentLeaves::default();
+        self.bytes = 0;
+        n
+    }
+
     /// Reads a live value, marking it used for eviction. Counts a hit or a miss; an
     /// expired entry is removed and counted as an expiration and a miss.
     pub fn get(&mut self, key: &str, now_ms: u64) -> Option<Stored> {

@@ -44,12 +44,32 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .layer(Instrument::guarded(guard_state));
     let open = Router::new()
         .route("/healthz", get(healthz))
+        .route("/v1/openapi.yaml", get(openapi))
         .layer(Instrument::open(state.node.clone()));
     open.merge(protected).with_state(state)
 }
 
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// The client API's OpenAPI document (docs/openapi.yaml, built into the binary).
+pub const OPENAPI: &str = include_str!("../../docs/openapi.yaml");
+
+async fn openapi() -> Response {
+    yaml(OPENAPI)
+}
+
+/// A YAML document answer.
+pub fn yaml(doc: &'static str) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/yaml"),
+        )],
+        doc,
+    )
+        .into_response()
 }
 
 async fn empty_key() -> ApiError {

@@ -13,6 +13,11 @@ pub enum ApiError {
     Unauthorized,
     RouteNotFound,
     MethodNotAllowed,
+    /// Valid credentials without the scope the route needs.
+    Forbidden {
+        id: std::sync::Arc<str>,
+        scope: &'static str,
+    },
     /// No token is configured for this listener and the request is not from loopback.
     ProtectedMode {
         var: &'static str,
@@ -97,7 +102,7 @@ impl IntoResponse for ApiError {
                 let mut resp = json_error(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
-                    "missing or invalid bearer token",
+                    "missing or invalid credentials (a bearer token, or HTTP Basic where the auth config allows it)",
                 );
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -132,6 +137,11 @@ impl IntoResponse for ApiError {
                 StatusCode::CONFLICT,
                 "CONFLICT",
                 &format!("member {id:?} is {state}, not dead: only a dead member can be removed; a live one leaves by draining (POST /dist/drain on it)"),
+            ),
+            ApiError::Forbidden { id, scope } => json_error(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                &format!("identity {id:?} lacks the {scope:?} scope this route needs"),
             ),
             ApiError::RouteNotFound => {
                 json_error(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")

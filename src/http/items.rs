@@ -12,6 +12,7 @@
 use super::client::MAX_TTL;
 use super::error::{status_and_code, ApiError};
 use super::AppState;
+use crate::auth::{Identity, Scope};
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -473,46 +474,44 @@ pub async fn batch_delete(
     .into_response())
 }
 
-/// The scopes of the one identity this version knows: every scope.
-const SCOPES: [&str; 3] = ["read", "write", "admin"];
-
-/// The caller: `default` when `HYPERCACHE_AUTH_TOKEN` is set (the guard has checked it),
-/// else `anonymous`; both hold every scope.
-fn identity(s: &AppState) -> &'static str {
-    if s.config.auth_token.is_some() {
-        "default"
-    } else {
-        "anonymous"
-    }
+/// The caller as the guard resolved it (every guarded route has one).
+fn caller(id: Option<axum::Extension<Identity>>) -> Result<Identity, ApiError> {
+    id.map(|axum::Extension(i)| i).ok_or_else(|| {
+        CacheError::Internal("the request has no identity (the route is not guarded)".into()).into()
+    })
 }
 
-/// `GET /v1/me`.
-pub async fn me(State(s): State<AppState>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "id": identity(&s),
-        "scopes": SCOPES,
-        "capabilities": SCOPES.map(|c| format!("cache.{c}")),
+/// `GET /v1/me`: `{"id", "scopes", "capabilities"}` of the caller.
+pub async fn me(id: Option<axum::Extension<Identity>>) -> Result<Response, ApiError> {
+    let id = caller(id)?;
+    let scopes = id.scopes.list();
+    Ok(Json(serde_json::json!({
+        "id": &*id.id,
+        "scopes": scopes.iter().map(|s| s.name()).collect::<Vec<_>>(),
+        "capabilities": scopes.iter().map(|s| s.capability()).collect::<Vec<_>>(),
     }))
+    .into_response())
 }
 
-/// `GET /v1/me/can?capability=cache.read|cache.write|cache.admin`.
+/// `GET /v1/me/can?capability=cache.read|cache.write|cache.admin`:
+/// `{"capability", "allowed"}` for the caller.
 pub async fn can(
-    State(_s): State<AppState>,
+    id: Option<axum::Extension<Identity>>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = caller(id)?;
     let pairs = super::client::query_pairs(q.as_deref());
     let Some((_, cap)) = pairs.iter().find(|(k, _)| k == "capability") else {
         return Err(CacheError::BadRequest("missing 'capability' query parameter".into()).into());
     };
-    let known = SCOPES.iter().any(|sc| cap == &format!("cache.{sc}"));
-    if !known {
+    let Some(scope) = Scope::ALL.into_iter().find(|s| *cap == s.capability()) else {
         return Err(CacheError::BadRequest(format!(
             "unknown capability {cap:?}: expected cache.read, cache.write or cache.admin"
         ))
         .into());
-    }
+    };
     Ok(Json(
-        serde_json::json!({ "capability": cap, "allowed": true }),
+        serde_json::json!({ "capability": cap, "allowed": id.scopes.has(scope) }),
     ))
 }
 

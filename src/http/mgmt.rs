@@ -26,7 +26,8 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/cluster/members/{id}/remove", post(remove_member))
         .route("/dist/drain", post(drain))
         .route("/dist/owners", get(dist_owners))
-        .route("/trigger-expiration", post(trigger_expiration));
+        .route("/trigger-expiration", post(trigger_expiration))
+        .route("/clear", post(clear));
     #[cfg(feature = "test-hooks")]
     let protected = protected
         .route("/debug/crash-shard/{key}", post(crash_shard))
@@ -38,6 +39,7 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .layer(Instrument::guarded(guard_state));
     let open = Router::new()
         .route("/health", get(health))
+        .route("/openapi.yaml", get(openapi))
         .layer(Instrument::open(state.node.clone()));
     open.merge(protected).with_state(state)
 }
@@ -64,6 +66,22 @@ async fn dist_owners(
 async fn trigger_expiration(State(s): State<AppState>) -> Response {
     let shards = s.node.trigger_expiration();
     (StatusCode::ACCEPTED, Json(json!({ "shards": shards }))).into_response()
+}
+
+/// `POST /clear` (admin scope): drops every value this node holds, keeping tombstones;
+/// `{"cleared": n}`. Node-local, as on the Go server: the other owners keep their copies
+/// and anti-entropy brings this node's share back from them.
+async fn clear(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let cleared = s.node.clear_local().await?;
+    tracing::warn!(cleared, "POST /clear dropped every value of this node");
+    Ok(Json(json!({ "cleared": cleared })))
+}
+
+/// The management API's OpenAPI document (docs/openapi-management.yaml, built in).
+pub const OPENAPI: &str = include_str!("../../docs/openapi-management.yaml");
+
+async fn openapi() -> Response {
+    super::client::yaml(OPENAPI)
 }
 
 /// `200 ok`, or `503 draining` once a drain has started.

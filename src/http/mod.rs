@@ -10,6 +10,7 @@ pub mod items;
 pub mod mgmt;
 pub mod serve;
 
+use crate::auth::{self, BasicRefused, Identity, Policy, Resolved, Scope};
 use crate::config::Config;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{header, Method};
@@ -84,10 +85,13 @@ pub enum Listener {
 /// they have their own.
 const MAX_PROBES_IN_FLIGHT: usize = 64;
 
-/// Per-listener guard state: the expected `Authorization` header, protected mode and
-/// the in-flight bounds.
+/// Per-listener guard state: who may call (the client and management listeners'
+/// [`Policy`], the dist listener's peer token), protected mode and the in-flight bounds.
 pub struct Guard {
+    /// Dist listener: the expected `Authorization` header (the peer token).
     expected: Option<Vec<u8>>,
+    /// Client and management listeners: identities and their scopes.
+    policy: Option<Arc<Policy>>,
     /// With no token: refuse non-loopback clients, naming this variable.
     protected: Option<&'static str>,
     inflight: Arc<Semaphore>,
@@ -97,17 +101,38 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// The client and management listeners take `HYPERCACHE_AUTH_TOKEN`; the dist
-    /// listener takes the peer token (`HYPERCACHE_PEER_TOKEN`, by default the same).
-    pub fn new(config: &Config, node: Arc<NodeHandle>, listener: Listener) -> Self {
-        let (token, var) = match listener {
-            Listener::Dist => (&config.peer_token, "HYPERCACHE_PEER_TOKEN"),
-            _ => (&config.auth_token, "HYPERCACHE_AUTH_TOKEN"),
+    /// The client and management listeners take the identities of
+    /// `HYPERCACHE_AUTH_CONFIG`, or `HYPERCACHE_AUTH_TOKEN`; the dist listener takes the
+    /// peer token (`HYPERCACHE_PEER_TOKEN`, by default `HYPERCACHE_AUTH_TOKEN`).
+    /// `policy` is the one built from the former (ignored by the dist listener).
+    pub fn new(
+        config: &Config,
+        node: Arc<NodeHandle>,
+        listener: Listener,
+        policy: &Arc<Policy>,
+    ) -> Self {
+        let (expected, policy, open, var) = match listener {
+            Listener::Dist => (
+                config
+                    .peer_token
+                    .as_ref()
+                    .map(|t| format!("Bearer {t}").into_bytes()),
+                None,
+                config.peer_token.is_none(),
+                "HYPERCACHE_PEER_TOKEN",
+            ),
+            _ => (
+                None,
+                Some(policy.clone()),
+                config.auth_token.is_none() && config.auth_config.is_none(),
+                "HYPERCACHE_AUTH_TOKEN",
+            ),
         };
         Self {
             listener,
-            expected: token.as_ref().map(|t| format!("Bearer {t}").into_bytes()),
-            protected: (config.protected_mode && token.is_none()).then_some(var),
+            expected,
+            policy,
+            protected: (config.protected_mode && open).then_some(var),
             inflight: Arc::new(Semaphore::new(config.max_inflight)),
             probes: Arc::new(Semaphore::new(MAX_PROBES_IN_FLIGHT)),
             node,
@@ -121,8 +146,10 @@ impl Guard {
 
     /// Admits a request to a protected route, or answers it: 403 in protected mode for a
     /// non-loopback client, 503 OVERLOADED (with `Retry-After`) past the in-flight bound,
-    /// 401 without the bearer token. What it returns holds the request's in-flight slot.
-    fn admit(&self, req: &Request) -> Result<Admitted, ApiError> {
+    /// 401 without valid credentials, 403 FORBIDDEN without the route's scope. The
+    /// request gets its [`Identity`] as an extension. What it returns holds the request's
+    /// in-flight slot, and the bcrypt check still to make for an HTTP Basic password.
+    fn admit(&self, req: &mut Request) -> Result<(Admitted, Option<PendingBasic>), ApiError> {
         let metrics = self.node.metrics();
         if let Some(var) = self.protected {
             let loopback = req
@@ -149,9 +176,41 @@ impl Guard {
             .headers()
             .get(header::AUTHORIZATION)
             .map(|v| v.as_bytes());
-        if !authorized(self.expected.as_deref(), got) {
-            Metrics::inc(&metrics.requests_unauthorized_total);
-            return Err(ApiError::Unauthorized);
+        let mut pending = None;
+        match &self.policy {
+            None => {
+                if !authorized(self.expected.as_deref(), got) {
+                    Metrics::inc(&metrics.requests_unauthorized_total);
+                    return Err(ApiError::Unauthorized);
+                }
+            }
+            Some(policy) => {
+                let scope = auth::required_scope(
+                    self.listener == Listener::Management,
+                    req.method(),
+                    req.extensions()
+                        .get::<MatchedPath>()
+                        .map(MatchedPath::as_str),
+                );
+                match policy.resolve(got) {
+                    Resolved::Known(id) => {
+                        check_scope(&id, scope, metrics)?;
+                        req.extensions_mut().insert(id);
+                    }
+                    Resolved::Unknown => {
+                        Metrics::inc(&metrics.requests_unauthorized_total);
+                        return Err(ApiError::Unauthorized);
+                    }
+                    Resolved::Basic { user, password } => {
+                        pending = Some(PendingBasic {
+                            policy: policy.clone(),
+                            user,
+                            password,
+                            scope,
+                        });
+                    }
+                }
+            }
         }
         let gauge = (self.listener == Listener::Client).then(|| {
             metrics
@@ -159,10 +218,65 @@ impl Guard {
                 .fetch_add(1, Ordering::Relaxed);
             self.node.clone()
         });
-        Ok(Admitted {
-            _permit: permit,
-            gauge,
-        })
+        Ok((
+            Admitted {
+                _permit: permit,
+                gauge,
+            },
+            pending,
+        ))
+    }
+}
+
+/// 403 FORBIDDEN (counted) unless `id` holds `scope`.
+fn check_scope(id: &Identity, scope: Scope, metrics: &Metrics) -> Result<(), ApiError> {
+    if id.scopes.has(scope) {
+        return Ok(());
+    }
+    Metrics::inc(&metrics.requests_forbidden_total);
+    Err(ApiError::Forbidden {
+        id: id.id.clone(),
+        scope: scope.name(),
+    })
+}
+
+/// An HTTP Basic password still to check with bcrypt before the route runs.
+struct PendingBasic {
+    policy: Arc<Policy>,
+    user: usize,
+    password: Vec<u8>,
+    scope: Scope,
+}
+
+impl PendingBasic {
+    /// Checks the password, then runs the route with the identity (or answers 401, 403,
+    /// or 503 when bcrypt checks are queued past their wait).
+    async fn run<S>(self, node: Arc<NodeHandle>, mut req: Request, mut route: S) -> Response
+    where
+        S: tower_service::Service<Request, Response = Response, Error = Infallible>,
+    {
+        let metrics = node.metrics();
+        let refused = match self.policy.verify_basic(self.user, self.password).await {
+            Ok(id) => match check_scope(&id, self.scope, metrics) {
+                Ok(()) => {
+                    req.extensions_mut().insert(id);
+                    return match route.call(req).await {
+                        Ok(r) => r,
+                        Err(never) => match never {},
+                    };
+                }
+                Err(e) => e,
+            },
+            Err(BasicRefused::WrongPassword) => {
+                Metrics::inc(&metrics.requests_unauthorized_total);
+                ApiError::Unauthorized
+            }
+            Err(BasicRefused::Busy) => {
+                Metrics::inc(&metrics.requests_rejected_overload_total);
+                ApiError::Cache(CacheError::Overloaded)
+            }
+        };
+        refused.into_response()
     }
 }
 
@@ -240,7 +354,11 @@ pub struct Instrumented<S> {
 
 impl<S> tower_service::Service<Request> for Instrumented<S>
 where
-    S: tower_service::Service<Request, Response = Response, Error = Infallible>,
+    S: tower_service::Service<Request, Response = Response, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
 {
     type Response = Response;
     type Error = Infallible;
@@ -250,7 +368,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request) -> Self::Future {
+    fn call(&mut self, mut req: Request) -> Self::Future {
         let started = Instant::now();
         let route = route_label(
             req.method(),
@@ -260,12 +378,16 @@ where
         );
         let state = self.state.clone();
         let admitted = match &state.0.guard {
-            None => Ok(None),
-            Some(g) => g.admit(&req).map(Some),
+            None => Ok((None, None)),
+            Some(g) => g.admit(&mut req).map(|(a, p)| (Some(a), p)),
         };
         let step = match admitted {
-            Ok(admitted) => Step::Route {
+            Ok((admitted, None)) => Step::Route {
                 future: self.inner.call(req),
+                _admitted: admitted,
+            },
+            Ok((admitted, Some(pending))) => Step::Verify {
+                future: Box::pin(pending.run(state.0.node.clone(), req, self.inner.clone())),
                 _admitted: admitted,
             },
             Err(refused) => Step::Refused {
@@ -300,6 +422,10 @@ pin_project_lite::pin_project! {
             future: F,
             _admitted: Option<Admitted>,
         },
+        Verify {
+            future: Pin<Box<dyn Future<Output = Response> + Send>>,
+            _admitted: Option<Admitted>,
+        },
         Refused {
             response: Option<Response>,
         },
@@ -314,6 +440,10 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for InstrumentedFu
         let response = match this.step.project() {
             StepProj::Route { future, .. } => match future.poll(cx) {
                 Poll::Ready(Ok(r)) => r,
+                Poll::Pending => return Poll::Pending,
+            },
+            StepProj::Verify { future, .. } => match future.as_mut().poll(cx) {
+                Poll::Ready(r) => r,
                 Poll::Pending => return Poll::Pending,
             },
             StepProj::Refused { response } => response.take().unwrap_or_else(|| {
@@ -344,6 +474,7 @@ fn route_label(method: &Method, path: Option<&str>) -> usize {
         (Some("/v1/cache/batch/delete"), _) => "cache_delete",
         (Some("/v1/owners/{key}"), _) => "owners",
         (Some("/healthz"), _) => "healthz",
+        (Some("/v1/openapi.yaml"), _) => "other",
         (Some(p), _) if p.starts_with("/v1/") => "other",
         (Some(p), _)
             if p.starts_with("/dist/")

@@ -58,6 +58,37 @@ pub enum Command {
     ClientSetInfo,
 }
 
+impl Command {
+    /// The command's name in lower case, as Redis' error lines show it (for the
+    /// commands a scope guards; others by their family).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Get(_) => "get",
+            Command::Set { .. } => "set",
+            Command::Del(_) => "del",
+            Command::Exists(_) => "exists",
+            Command::MGet(_) => "mget",
+            Command::MSet(_) => "mset",
+            Command::Expire { .. } => "expire",
+            Command::Ttl { millis: false, .. } => "ttl",
+            Command::Ttl { millis: true, .. } => "pttl",
+            Command::Info(_) => "info",
+            Command::DbSize => "dbsize",
+            Command::Ping(_) => "ping",
+            Command::Echo(_) => "echo",
+            Command::Auth { .. } => "auth",
+            Command::Hello { .. } => "hello",
+            Command::Select(_) => "select",
+            Command::Quit => "quit",
+            Command::Command(_) => "command",
+            Command::ClientSetName(_)
+            | Command::ClientGetName
+            | Command::ClientId
+            | Command::ClientSetInfo => "client",
+        }
+    }
+}
+
 /// `SET`'s `NX` / `XX`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SetCondition {

@@ -22,6 +22,7 @@
 
 use super::codec::{Decoder, Limits, Out};
 use super::command::{Command, CommandQuery, Refusal, SetCondition, Spec, TABLE};
+use crate::auth::{BasicRefused, Identity, Policy, Resolved, Scope};
 use crate::config::Config;
 use crate::http::body::{BodyLimits, Held};
 use crate::http::serve::PeerAddr;
@@ -33,7 +34,6 @@ use hypercache_actors::{CacheError, NodeHandle};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use subtle::ConstantTimeEq;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
@@ -56,7 +56,8 @@ pub struct RespContext {
     config: Arc<Config>,
     inflight: Arc<Semaphore>,
     buffers: BodyLimits,
-    token: Option<Vec<u8>>,
+    /// The client listener's identities (AUTH resolves against them).
+    policy: Arc<Policy>,
     protected: bool,
     limits: Limits,
     started: Instant,
@@ -71,11 +72,14 @@ impl RespContext {
         config: Arc<Config>,
         inflight: Arc<Semaphore>,
         buffers: BodyLimits,
+        policy: Arc<Policy>,
     ) -> Self {
         let max_bulk = (config.max_value_bytes as usize).max(MAX_KEY_BYTES);
         Self {
-            token: config.auth_token.as_ref().map(|t| t.as_bytes().to_vec()),
-            protected: config.protected_mode && config.auth_token.is_none(),
+            policy,
+            protected: config.protected_mode
+                && config.auth_token.is_none()
+                && config.auth_config.is_none(),
             limits: Limits {
                 max_bulk,
                 max_command: MIN_COMMAND_BYTES.max(max_bulk.saturating_add(1 << 20)),
@@ -172,7 +176,8 @@ enum Flow {
 /// Per-connection state that commands change.
 struct Session {
     id: u64,
-    authed: bool,
+    /// Who the connection is, once known (at once where anonymous clients are served).
+    identity: Option<Identity>,
     name: Option<Bytes>,
 }
 
@@ -231,7 +236,10 @@ impl<'a> Connection<'a> {
         Self {
             session: Session {
                 id: ctx.next_id.fetch_add(1, Relaxed),
-                authed: ctx.token.is_none(),
+                identity: match ctx.policy.resolve(None) {
+                    Resolved::Known(id) => Some(id),
+                    _ => None,
+                },
                 name: None,
             },
             ctx,
@@ -369,8 +377,8 @@ impl<'a> Connection<'a> {
         let before = self.out.len();
         let parsed = Command::parse(args);
         let cmd = match parsed {
-            Ok(c) if self.session.authed || c.allowed_before_auth() => c,
-            Err(Refusal(line)) if self.session.authed => {
+            Ok(c) if self.session.identity.is_some() || c.allowed_before_auth() => c,
+            Err(Refusal(line)) if self.session.identity.is_some() => {
                 Metrics::inc(&m.resp_command_errors_total);
                 self.out.error(&line);
                 return Flow::Continue;
@@ -383,6 +391,12 @@ impl<'a> Connection<'a> {
             }
         };
         let route = route_of(&cmd);
+        if let Some(line) = self.forbidden(&cmd) {
+            Metrics::inc(&m.resp_command_errors_total);
+            Metrics::inc(&m.requests_forbidden_total);
+            self.out.error(&line);
+            return Flow::Continue;
+        }
         let mut slot: Option<OwnedSemaphorePermit> = None;
         if touches_node(&cmd) {
             match self.ctx.inflight.clone().try_acquire_owned() {
@@ -416,13 +430,13 @@ impl<'a> Connection<'a> {
             Command::Ping(None) => self.out.simple("PONG"),
             Command::Ping(Some(msg)) | Command::Echo(msg) => self.out.bulk(&msg),
             Command::Auth { user, password } => {
-                if let Err(line) = self.authenticate(user.as_deref(), &password) {
+                if let Err(line) = self.authenticate(user.as_deref(), &password).await {
                     self.out.error(&line);
                 } else {
                     self.out.simple("OK");
                 }
             }
-            Command::Hello { proto, auth, name } => self.hello(proto, auth, name),
+            Command::Hello { proto, auth, name } => self.hello(proto, auth, name).await,
             Command::Select(0) => self.out.simple("OK"),
             Command::Select(_) => self.out.error("ERR DB index is out of range"),
             Command::Quit => {
@@ -465,24 +479,74 @@ impl<'a> Connection<'a> {
         Flow::Continue
     }
 
-    /// Checks `AUTH [user] password` against the client token; `default` is the only
-    /// user name. Constant-time in the password.
-    fn authenticate(&mut self, user: Option<&[u8]>, password: &[u8]) -> Result<(), String> {
-        let Some(token) = &self.ctx.token else {
-            return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+    /// The `NOPERM` line for a command the connection's identity lacks the scope of:
+    /// reads need `read`, writes `write`, `INFO` and `DBSIZE` `read`.
+    fn forbidden(&self, cmd: &Command) -> Option<String> {
+        let id = self.session.identity.as_ref()?;
+        let scope = match route_of(cmd) {
+            "resp_read" => Scope::Read,
+            "resp_write" => Scope::Write,
+            _ if matches!(cmd, Command::Info(_) | Command::DbSize) => Scope::Read,
+            _ => return None,
         };
-        let user_ok = user.is_none_or(|u| u == b"default");
-        let pass_ok: bool = token.as_slice().ct_eq(password).into();
-        if user_ok && pass_ok {
-            self.session.authed = true;
-            Ok(())
-        } else {
-            Metrics::inc(&self.ctx.metrics().requests_unauthorized_total);
-            Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+        (!id.scopes.has(scope)).then(|| {
+            format!(
+                "NOPERM User {} has no permissions to run the '{}' command (it needs the {} scope)",
+                id.id,
+                cmd.name(),
+                scope.name()
+            )
+        })
+    }
+
+    /// Checks `AUTH [user] password`: without a user name (or as `default`) the password
+    /// is a bearer token of the client API; with another user name, an HTTP Basic user of
+    /// the auth config (when it allows Basic). Constant-time in tokens; bcrypt off the
+    /// async workers.
+    async fn authenticate(&mut self, user: Option<&[u8]>, password: &[u8]) -> Result<(), String> {
+        let policy = self.ctx.policy.clone();
+        if !policy.has_credentials() {
+            return Err("ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?".into());
+        }
+        let mut found = None;
+        if user.is_none_or(|u| u == b"default") {
+            found = policy.token(password);
+        }
+        if found.is_none() {
+            if let Some(u) = user {
+                found = match policy.user(u, password) {
+                    Resolved::Known(id) => Some(id),
+                    Resolved::Basic { user, password } => {
+                        match policy.verify_basic(user, password).await {
+                            Ok(id) => Some(id),
+                            Err(BasicRefused::Busy) => {
+                                return Err(error_line(&CacheError::Overloaded));
+                            }
+                            Err(BasicRefused::WrongPassword) => None,
+                        }
+                    }
+                    Resolved::Unknown => None,
+                };
+            }
+        }
+        match found {
+            Some(id) => {
+                self.session.identity = Some(id);
+                Ok(())
+            }
+            None => {
+                Metrics::inc(&self.ctx.metrics().requests_unauthorized_total);
+                Err("WRONGPASS invalid username-password pair or user is disabled.".into())
+            }
         }
     }
 
-    fn hello(&mut self, proto: Option<i64>, auth: Option<(Bytes, Bytes)>, name: Option<Bytes>) {
+    async fn hello(
+        &mut self,
+        proto: Option<i64>,
+        auth: Option<(Bytes, Bytes)>,
+        name: Option<Bytes>,
+    ) {
         // RESP3 is not spoken: NOPROTO is the answer clients expect from a RESP2-only
         // server, and they carry on in RESP2.
         if proto.is_some_and(|p| p != 2) {
@@ -491,12 +555,12 @@ impl<'a> Connection<'a> {
             return;
         }
         if let Some((user, password)) = auth {
-            if let Err(line) = self.authenticate(Some(&user), &password) {
+            if let Err(line) = self.authenticate(Some(&user), &password).await {
                 self.out.error(&line);
                 return;
             }
         }
-        if !self.session.authed {
+        if self.session.identity.is_none() {
             Metrics::inc(&self.ctx.metrics().requests_unauthorized_total);
             self.out.error("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
             return;
