@@ -11,6 +11,7 @@
 //! own ([`required_scope`]). The peer token of the dist listener is not an identity here.
 
 use crate::config::ConfigError;
+use crate::http::serve::TlsPeer;
 use axum::http::Method;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -125,18 +126,18 @@ struct AuthFile {
     #[serde(default)]
     users: Vec<UserEntry>,
     #[serde(default)]
-    cert_identities: Vec<serde_yaml_value::Ignored>,
+    cert_identities: Vec<CertEntry>,
     #[serde(default)]
     allow_anonymous: bool,
     #[serde(default)]
     allow_basic_without_tls: bool,
 }
 
-/// `cert_identities` entries are only counted: this version has no TLS, so a file that
-/// lists any is refused (see [`AuthConfig::parse`]).
-mod serde_yaml_value {
-    #[derive(serde::Deserialize)]
-    pub struct Ignored(#[allow(dead_code)] serde::de::IgnoredAny);
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CertEntry {
+    subject_cn: String,
+    scopes: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -178,6 +179,8 @@ pub struct AuthConfig {
     pub path: String,
     tokens: Vec<Token>,
     users: Vec<User>,
+    /// Client certificate subject CN → identity (the identity's id is the CN).
+    certs: Vec<(String, Identity)>,
     pub allow_anonymous: bool,
     pub allow_basic_without_tls: bool,
 }
@@ -188,6 +191,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("path", &self.path)
             .field("tokens", &self.tokens.len())
             .field("users", &self.users.len())
+            .field("cert_identities", &self.certs.len())
             .field("allow_anonymous", &self.allow_anonymous)
             .field("allow_basic_without_tls", &self.allow_basic_without_tls)
             .finish()
@@ -200,6 +204,7 @@ pub struct AuthSummary<'a> {
     path: &'a str,
     token_ids: Vec<&'a str>,
     user_ids: Vec<&'a str>,
+    cert_identities: Vec<&'a str>,
     allow_anonymous: bool,
     allow_basic_without_tls: bool,
 }
@@ -207,9 +212,9 @@ pub struct AuthSummary<'a> {
 impl AuthConfig {
     /// Reads and validates the file at `path`. Every problem is an error naming the
     /// entry (never a secret): an unknown field, an empty id/token/username, an unknown
-    /// or missing scope, a duplicate id or token or username, a hash that is not bcrypt,
-    /// and `cert_identities` (client certificates need TLS, which this version does not
-    /// implement).
+    /// or missing scope, a duplicate id or token or username or subject CN, a hash that
+    /// is not bcrypt. (That `cert_identities` need a listener with a client CA is
+    /// checked with the TLS settings.)
     pub fn load(path: &str) -> Result<Self, String> {
         let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
         Self::parse(path, &text)
@@ -221,9 +226,6 @@ impl AuthConfig {
             .build()
             .and_then(config::Config::try_deserialize)
             .map_err(|e| format!("{path} is not a valid auth file: {e}"))?;
-        if !file.cert_identities.is_empty() {
-            return Err(format!("{path}: cert_identities need client TLS (HYPERCACHE_API_TLS_CLIENT_CA), which this version does not implement; remove them"));
-        }
         let mut ids = std::collections::HashSet::new();
         let mut check_id = |what: &str, i: usize, id: &str| {
             if id.trim().is_empty() {
@@ -300,13 +302,35 @@ impl AuthConfig {
                 identity: Identity::new(&u.id, scopes("users", i, &u.scopes)?),
             });
         }
+        let mut certs: Vec<(String, Identity)> = Vec::new();
+        for (i, c) in file.cert_identities.iter().enumerate() {
+            if c.subject_cn.trim().is_empty() {
+                return Err(format!(
+                    "{path}: cert_identities[{i}] has an empty subject_cn"
+                ));
+            }
+            if certs.iter().any(|(cn, _)| *cn == c.subject_cn) {
+                return Err(format!(
+                    "{path}: cert_identities[{i}] repeats the subject_cn {:?}",
+                    c.subject_cn
+                ));
+            }
+            let scopes = scopes("cert_identities", i, &c.scopes)?;
+            certs.push((c.subject_cn.clone(), Identity::new(&c.subject_cn, scopes)));
+        }
         Ok(Self {
             path: path.to_owned(),
             tokens,
             users,
+            certs,
             allow_anonymous: file.allow_anonymous,
             allow_basic_without_tls: file.allow_basic_without_tls,
         })
+    }
+
+    /// True when the file maps client certificates to identities.
+    pub fn has_cert_identities(&self) -> bool {
+        !self.certs.is_empty()
     }
 
     pub fn summary(&self) -> AuthSummary<'_> {
@@ -314,6 +338,7 @@ impl AuthConfig {
             path: &self.path,
             token_ids: self.tokens.iter().map(|t| &*t.identity.id).collect(),
             user_ids: self.users.iter().map(|u| &*u.identity.id).collect(),
+            cert_identities: self.certs.iter().map(|(cn, _)| cn.as_str()).collect(),
             allow_anonymous: self.allow_anonymous,
             allow_basic_without_tls: self.allow_basic_without_tls,
         }
@@ -342,10 +367,12 @@ const BCRYPT_WAIT: Duration = Duration::from_secs(2);
 pub struct Policy {
     tokens: Vec<Token>,
     users: Vec<User>,
+    certs: Vec<(String, Identity)>,
     /// Served without credentials (every scope), or `None`.
     anonymous: Option<Identity>,
-    /// HTTP Basic is looked at (the file's `allow_basic_without_tls`: there is no TLS).
-    basic: bool,
+    /// HTTP Basic is looked at on connections without TLS too (the file's
+    /// `allow_basic_without_tls`); over TLS it always is.
+    basic_without_tls: bool,
     /// Per user, the last password bcrypt accepted, so that a client sending the same
     /// credentials on every request pays bcrypt once.
     verified: Mutex<HashMap<usize, Vec<u8>>>,
@@ -372,10 +399,11 @@ impl Policy {
     /// The policy of the client and management listeners.
     pub fn new(auth: Option<&AuthConfig>, token: Option<&str>) -> Self {
         let everything = |id: &str| Some(Identity::new(id, Scopes::ALL));
-        let (tokens, users, anonymous, basic) = match auth {
+        let (tokens, users, certs, anonymous, basic_without_tls) = match auth {
             Some(a) => (
                 a.tokens.clone(),
                 a.users.clone(),
+                a.certs.clone(),
                 if a.allow_anonymous {
                     everything("anonymous")
                 } else {
@@ -390,17 +418,25 @@ impl Policy {
                         identity: Identity::new("default", Scopes::ALL),
                     }],
                     Vec::new(),
+                    Vec::new(),
                     None,
                     false,
                 ),
-                None => (Vec::new(), Vec::new(), everything("anonymous"), false),
+                None => (
+                    Vec::new(),
+                    Vec::new(),
+                    Vec::new(),
+                    everything("anonymous"),
+                    false,
+                ),
             },
         };
         Self {
             tokens,
             users,
+            certs,
             anonymous,
-            basic,
+            basic_without_tls,
             verified: Mutex::new(HashMap::new()),
             bcrypt: Arc::new(Semaphore::new(BCRYPT_PERMITS)),
         }
@@ -411,9 +447,16 @@ impl Policy {
         !self.tokens.is_empty() || !self.users.is_empty()
     }
 
+    /// True when a 401 should offer HTTP Basic (`WWW-Authenticate`).
+    pub fn offers_basic(&self, tls: bool) -> bool {
+        !self.users.is_empty() && (tls || self.basic_without_tls)
+    }
+
     /// Resolves the `Authorization` header: a bearer token (compared in constant time
-    /// with every configured token), then HTTP Basic (when allowed), then anonymous.
-    pub fn resolve(&self, header: Option<&[u8]>) -> Resolved {
+    /// with every configured token), then HTTP Basic (over TLS, or where the file allows
+    /// it without); without the header, the client certificate's subject CN
+    /// (`client_cn`, when the connection's TLS verified one), then anonymous.
+    pub fn resolve(&self, header: Option<&[u8]>, tls: Option<&TlsPeer>) -> Resolved {
         if let Some(h) = header {
             let mut found = None;
             for t in &self.tokens {
@@ -424,7 +467,7 @@ impl Policy {
             if let Some(id) = found {
                 return Resolved::Known(id.clone());
             }
-            if self.basic {
+            if tls.is_some() || self.basic_without_tls {
                 if let Some(r) = self.basic_of(h) {
                     return r;
                 }
@@ -432,6 +475,10 @@ impl Policy {
             // Credentials that match nothing are refused, even where anonymous requests
             // are served: a client with a mistyped token learns it at once.
             return Resolved::Unknown;
+        }
+        let cn = tls.and_then(|t| t.client_cn.as_deref());
+        if let Some((_, id)) = cn.and_then(|cn| self.certs.iter().find(|(c, _)| c == cn)) {
+            return Resolved::Known(id.clone());
         }
         match &self.anonymous {
             Some(id) => Resolved::Known(id.clone()),
@@ -500,7 +547,7 @@ impl Policy {
     pub fn token(&self, token: &[u8]) -> Option<Identity> {
         let mut header = b"Bearer ".to_vec();
         header.extend_from_slice(token);
-        match self.resolve(Some(&header)) {
+        match self.resolve(Some(&header), None) {
             Resolved::Known(id) => Some(id),
             _ => None,
         }
@@ -516,7 +563,7 @@ impl Policy {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
         );
-        if !self.basic {
+        if !self.basic_without_tls {
             return Resolved::Unknown;
         }
         self.basic_of(header.as_bytes())
@@ -586,14 +633,14 @@ allow_basic_without_tls: true
         let file = FILE.replace("HASH", &bcrypt::hash("pw", 4).unwrap());
         let a = AuthConfig::parse("auth.yaml", &file).unwrap();
         let p = Policy::new(Some(&a), Some("ignored"));
-        let app = known(p.resolve(Some(b"Bearer app-secret"))).unwrap();
+        let app = known(p.resolve(Some(b"Bearer app-secret"), None)).unwrap();
         assert_eq!(&*app.id, "app");
         assert_eq!(app.scopes.list(), vec![Scope::Read, Scope::Write]);
-        let ops = known(p.resolve(Some(b"Bearer ops-secret"))).unwrap();
+        let ops = known(p.resolve(Some(b"Bearer ops-secret"), None)).unwrap();
         assert!(ops.scopes.has(Scope::Admin) && !ops.scopes.has(Scope::Read));
-        assert!(known(p.resolve(Some(b"Bearer ignored"))).is_none());
-        assert!(known(p.resolve(Some(b"bearer app-secret"))).is_none());
-        assert!(known(p.resolve(None)).is_none());
+        assert!(known(p.resolve(Some(b"Bearer ignored"), None)).is_none());
+        assert!(known(p.resolve(Some(b"bearer app-secret"), None)).is_none());
+        assert!(known(p.resolve(None, None)).is_none());
         assert!(!format!("{a:?}").contains("secret"));
     }
 
@@ -609,32 +656,37 @@ allow_basic_without_tls: true
                 base64::engine::general_purpose::STANDARD.encode(format!("alice:{pw}"))
             )
         };
-        let Resolved::Basic { user, password } = p.resolve(Some(header("wrong").as_bytes())) else {
+        let Resolved::Basic { user, password } = p.resolve(Some(header("wrong").as_bytes()), None)
+        else {
             panic!("a known user needs a bcrypt check")
         };
         assert!(p.clone().verify_basic(user, password).await.is_err());
-        let Resolved::Basic { user, password } = p.resolve(Some(header("pw").as_bytes())) else {
+        let Resolved::Basic { user, password } = p.resolve(Some(header("pw").as_bytes()), None)
+        else {
             panic!("a known user needs a bcrypt check")
         };
         let id = p.clone().verify_basic(user, password).await.ok().unwrap();
         assert_eq!(&*id.id, "alice");
         // Now known without bcrypt; another password is checked again.
-        assert!(known(p.resolve(Some(header("pw").as_bytes()))).is_some());
+        assert!(known(p.resolve(Some(header("pw").as_bytes()), None)).is_some());
         assert!(matches!(
-            p.resolve(Some(header("other").as_bytes())),
+            p.resolve(Some(header("other").as_bytes()), None),
             Resolved::Basic { .. }
         ));
-        assert!(known(p.resolve(Some(b"Basic !!!"))).is_none());
+        assert!(known(p.resolve(Some(b"Basic !!!"), None)).is_none());
     }
 
     #[test]
     fn single_token_and_open_modes() {
         let p = Policy::new(None, Some("t"));
-        assert_eq!(&*known(p.resolve(Some(b"Bearer t"))).unwrap().id, "default");
-        assert!(known(p.resolve(None)).is_none());
+        assert_eq!(
+            &*known(p.resolve(Some(b"Bearer t"), None)).unwrap().id,
+            "default"
+        );
+        assert!(known(p.resolve(None, None)).is_none());
         let open = Policy::new(None, None);
-        assert_eq!(&*known(open.resolve(None)).unwrap().id, "anonymous");
-        assert!(known(open.resolve(Some(b"Bearer x"))).is_none());
+        assert_eq!(&*known(open.resolve(None, None)).unwrap().id, "anonymous");
+        assert!(known(open.resolve(Some(b"Bearer x"), None)).is_none());
     }
 
     #[test]
@@ -666,7 +718,10 @@ allow_basic_without_tls: true
             "users: [{id: u, username: u, password_bcrypt: s3cret, scopes: [read]}]",
             "bcrypt",
         );
-        bad("cert_identities: [{subject_cn: x, scopes: [read]}]", "TLS");
+        bad(
+            "cert_identities: [{subject_cn: '', scopes: [read]}]",
+            "subject_cn",
+        );
         bad("allow_everyone: true", "allow_everyone");
     }
 }

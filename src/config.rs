@@ -102,6 +102,12 @@ pub struct Config {
     /// ids and flags, no secret.
     #[serde(serialize_with = "auth_summary")]
     pub auth_config: Option<Arc<crate::auth::AuthConfig>>,
+    /// TLS of the client API (and the RESP listener); `/config` shows the file paths.
+    pub api_tls: Option<crate::tls::Tls>,
+    /// TLS of the management API.
+    pub mgmt_tls: Option<crate::tls::Tls>,
+    /// TLS of the dist listener and the peer client (mutual, against the CA).
+    pub dist_tls: Option<crate::tls::Tls>,
     pub log_level: String,
     pub log_format: LogFormat,
     #[serde(with = "ms")]
@@ -247,6 +253,15 @@ pub const KNOWN: &[&str] = &[
     "SHARDS",
     "AUTH_TOKEN",
     "AUTH_CONFIG",
+    "API_TLS_CERT",
+    "API_TLS_KEY",
+    "API_TLS_CLIENT_CA",
+    "MGMT_TLS_CERT",
+    "MGMT_TLS_KEY",
+    "MGMT_TLS_CLIENT_CA",
+    "DIST_TLS_CERT",
+    "DIST_TLS_KEY",
+    "DIST_TLS_CA",
     "LOG_LEVEL",
     "LOG_FORMAT",
     "HEARTBEAT",
@@ -291,13 +306,10 @@ pub const KNOWN: &[&str] = &[
     "OWNERSHIP_SWEEP_INTERVAL",
 ];
 
-/// Settings of the Go server that configure security (client TLS and mTLS,
-/// OIDC) and that this version does not implement. Setting one stops start-up (exit 2):
+/// Settings of the Go server that configure security (OIDC) and that this version does
+/// not implement. Setting one stops start-up (exit 2):
 /// a node that silently ignored them would run open and in clear text.
 pub const UNSUPPORTED_SECURITY: &[&str] = &[
-    "API_TLS_CERT",
-    "API_TLS_KEY",
-    "API_TLS_CLIENT_CA",
     "OIDC_ISSUER",
     "OIDC_AUDIENCE",
     "OIDC_IDENTITY_CLAIM",
@@ -340,6 +352,55 @@ impl Reader<'_> {
             .raw(name)
             .unwrap_or_else(|| (format!("{PREFIX}{name}"), String::new()));
         Self::err(&var, &v, expected)
+    }
+
+    /// A non-empty setting's value.
+    fn set(&self, name: &str) -> Option<String> {
+        self.raw(name)
+            .map(|(_, v)| v)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// The TLS setting `<prefix>_CERT` / `_KEY` / `<ca>`: none when all are unset; an
+    /// error naming the variable when only some are set or a file is unusable. `peer`:
+    /// the dist setting, whose CA is required (it verifies peers both ways).
+    fn tls(
+        &self,
+        prefix: &str,
+        ca: &str,
+        peer: bool,
+    ) -> Result<Option<crate::tls::Tls>, ConfigError> {
+        let (cert_var, key_var, ca_var) = (
+            format!("{prefix}_CERT"),
+            format!("{prefix}_KEY"),
+            format!("{prefix}_{ca}"),
+        );
+        let (cert, key, ca) = (self.set(&cert_var), self.set(&key_var), self.set(&ca_var));
+        let files = match (cert, key, ca) {
+            (None, None, None) => return Ok(None),
+            (Some(cert), Some(key), ca) => crate::tls::TlsFiles { cert, key, ca },
+            (None, _, _) => {
+                return Err(self.invalid(
+                    &cert_var,
+                    &format!("set together with {PREFIX}{key_var} (PEM files of the certificate chain and its key)"),
+                ))
+            }
+            (Some(_), None, _) => {
+                return Err(self.invalid(
+                    &key_var,
+                    &format!("set together with {PREFIX}{cert_var} (the PEM private key)"),
+                ))
+            }
+        };
+        if peer && files.ca.is_none() {
+            return Err(self.invalid(
+                &ca_var,
+                "a PEM CA bundle: peers verify each other's certificates both ways, so it is required with the dist certificate",
+            ));
+        }
+        crate::tls::Tls::load(files, peer)
+            .map(Some)
+            .map_err(|e| self.invalid(&cert_var, &e))
     }
 
     fn string(&self, name: &str, default: &str) -> String {
@@ -565,10 +626,24 @@ impl Config {
             .raw("AUTH_TOKEN")
             .map(|(_, v)| v)
             .filter(|t| !t.is_empty());
+        let api_tls = r.tls("API_TLS", "CLIENT_CA", false)?;
+        let mgmt_tls = r.tls("MGMT_TLS", "CLIENT_CA", false)?;
+        let dist_tls = r.tls("DIST_TLS", "CA", true)?;
         let auth_config = match r.raw("AUTH_CONFIG").filter(|(_, v)| !v.trim().is_empty()) {
             Some((_, path)) => Some(Arc::new(crate::auth::AuthConfig::load(&path)?)),
             None => None,
         };
+        if auth_config
+            .as_ref()
+            .is_some_and(|a| a.has_cert_identities())
+            && api_tls.as_ref().is_none_or(|t| t.files.ca.is_none())
+            && mgmt_tls.as_ref().is_none_or(|t| t.files.ca.is_none())
+        {
+            return Err(r.invalid(
+                "AUTH_CONFIG",
+                "cert_identities only with a listener that verifies client certificates: set HYPERCACHE_API_TLS_CLIENT_CA (or HYPERCACHE_MGMT_TLS_CLIENT_CA), or remove them",
+            ));
+        }
         let peer_token = r
             .raw("PEER_TOKEN")
             .map(|(_, v)| v)
@@ -642,6 +717,9 @@ impl Config {
             shards,
             auth_token,
             auth_config,
+            api_tls,
+            mgmt_tls,
+            dist_tls,
             log_level,
             log_format,
             heartbeat,
@@ -723,7 +801,7 @@ impl Config {
             Some(var) => Err(Reader::err(
                 var,
                 "[not shown]",
-                "unset: this version does not implement it (client TLS and OIDC are not supported; see docs/security.md), and running without the protection it asks for would be unsafe",
+                "unset: this version does not implement it (OIDC is not supported; see docs/security.md), and running without the protection it asks for would be unsafe",
             )),
         }
     }
@@ -771,6 +849,7 @@ impl Config {
                 max_members: self.max_members,
             },
             auth_token: self.peer_token.clone(),
+            peer_tls: self.dist_tls.as_ref().and_then(|t| t.client.clone()),
             peer_pool_idle: (self.idle_timeout / 2).min(Duration::from_secs(30)),
             peer_timeout: self.peer_timeout,
             peer_limits: hypercache_actors::PeerLimits {

@@ -9,6 +9,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod resp;
+pub mod tls;
 
 use config::{Config, ListenAddr};
 use http::serve::serve;
@@ -106,10 +107,11 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Some(a) => Some(bind(a, "HYPERCACHE_RESP_ADDR").await?),
         None => None,
     };
-    match (config.auth_token.is_some(), config.peer_token.is_some(), config.protected_mode) {
+    let client_credentials = config.auth_token.is_some() || config.auth_config.is_some();
+    match (client_credentials, config.peer_token.is_some(), config.protected_mode) {
         (true, true, _) => {}
         (_, _, true) => tracing::warn!(
-            "protected mode: HYPERCACHE_AUTH_TOKEN or HYPERCACHE_PEER_TOKEN is not set, so the listeners without a token answer loopback clients only (403 PROTECTED_MODE to any other address); set the tokens to serve the network"
+            "protected mode: the client credentials (HYPERCACHE_AUTH_TOKEN or HYPERCACHE_AUTH_CONFIG) or the peer token (HYPERCACHE_PEER_TOKEN, by default HYPERCACHE_AUTH_TOKEN) are not set, so the listeners without them answer loopback clients only (403 PROTECTED_MODE to any other address); set them to serve the network"
         ),
         (_, _, false) => tracing::warn!(
             "HYPERCACHE_PROTECTED_MODE=false and a token is not set: the listeners without a token are open to anyone who can reach them"
@@ -169,6 +171,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         http::client::router(state.clone(), client_guard),
         limits(config.max_connections),
         metrics.clone(),
+        config.api_tls.as_ref().map(tls::Tls::acceptor),
         stop_client,
     );
     let mgmt_srv = serve(
@@ -179,6 +182,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ),
         limits(config.mgmt_max_connections),
         metrics.clone(),
+        config.mgmt_tls.as_ref().map(tls::Tls::acceptor),
         stop_rest.clone(),
     );
     let dist_srv = serve(
@@ -189,6 +193,7 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         ),
         limits(config.dist_max_connections),
         metrics,
+        config.dist_tls.as_ref().map(tls::Tls::acceptor),
         stop_rest,
     );
     tracing::info!(

@@ -54,6 +54,9 @@ pub struct NodeConfig {
     pub swim: SwimConfig,
     /// Sent as a bearer token on every peer call.
     pub auth_token: Option<String>,
+    /// Peers are called over HTTPS with this configuration (mutual TLS against the
+    /// cluster's CA); `None`: plain HTTP.
+    pub peer_tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// How long an unused connection to a peer is kept (below the peers' idle timeout).
     pub peer_pool_idle: Duration,
     /// How long one dist request to a peer may take.

@@ -55,7 +55,7 @@ pub enum FilterError {
     EmptyClass,
     #[error("the glob pattern has a trailing '\\'")]
     TrailingEscape,
-    #[error("the glob pattern has a range whose start is after its end")]
+    #[error("the glob pattern has a bad range (a start after its end, or a '-' that is not between two characters)")]
     BadRange,
 }
 
@@ -117,13 +117,20 @@ fn class(chars: &mut std::str::Chars<'_>) -> Result<Token, FilterError> {
             _ => {}
         }
         first = false;
+        // As Go's path.Match: a `-` is a range's middle, never a member of its own.
+        if c == '-' {
+            return Err(FilterError::BadRange);
+        }
         let lo = if c == '\\' {
             chars.next().ok_or(FilterError::UnclosedClass)?
         } else {
             c
         };
         let mut look = chars.clone();
-        let hi = if look.next() == Some('-') && look.clone().next().is_some_and(|n| n != ']') {
+        if look.next() == Some('-') && look.clone().next() == Some(']') {
+            return Err(FilterError::BadRange);
+        }
+        let hi = if chars.clone().next() == Some('-') {
             chars.next();
             let h = chars.next().ok_or(FilterError::UnclosedClass)?;
             let h = if h == '\\' {
@@ -262,15 +269,35 @@ impl Smallest {
     }
 }
 
-/// The union of ascending, duplicate-free lists, ascending and without duplicates, cut
-/// at `max` keys; and whether the cut dropped any.
-pub fn merge(lists: Vec<Vec<Key>>, max: usize) -> (Vec<Key>, bool) {
-    let mut all: Vec<Key> = lists.into_iter().flatten().collect();
+/// Merges the nodes' answers (each ascending and duplicate-free, with how many keys
+/// matched on that node): the union, ascending, without duplicates and cut at `max`
+/// keys; and whether anything that matched is left out.
+///
+/// A list that holds fewer keys than its node matched (cut by `max` or by the byte
+/// budget) is exact only up to its last key: that node may hold keys past it that it
+/// did not send, so the union is cut there too.
+pub fn merge(lists: Vec<(Vec<Key>, u64)>, max: usize) -> (Vec<Key>, bool) {
+    let mut bound: Option<Key> = None;
+    let mut truncated = false;
+    let mut all: Vec<Key> = Vec::new();
+    for (keys, matched) in lists {
+        if matched > keys.len() as u64 {
+            truncated = true;
+            let last = keys.last().cloned().unwrap_or_default();
+            if bound.as_ref().is_none_or(|b| last < *b) {
+                bound = Some(last);
+            }
+        }
+        all.extend(keys);
+    }
     all.sort_unstable();
     all.dedup();
-    let cut = all.len() > max;
+    if let Some(b) = &bound {
+        all.retain(|k| k <= b);
+    }
+    truncated |= all.len() > max;
     all.truncate(max);
-    (all, cut)
+    (all, truncated)
 }
 
 #[cfg(test)]
@@ -372,24 +399,34 @@ mod tests {
             prop_assert_eq!(f.matches(&key), want);
         }
 
+        /// Whatever the cuts, the merged answer is a prefix of the true sorted union;
+        /// without byte cuts it is the whole first `max`; and `truncated` says whether
+        /// it left anything out.
         #[test]
-        fn smallest_then_merge_is_the_sorted_prefix(
-            nodes in proptest::collection::vec(proptest::collection::btree_set("[a-f]{1,3}", 0..30), 1..4),
-            max in 0usize..20,
+        fn smallest_then_merge_is_a_sorted_prefix(
+            nodes in proptest::collection::vec(
+                (proptest::collection::btree_set("[a-f]{1,3}", 0..30), 1usize..40),
+                1..4,
+            ),
+            max in 1usize..20,
+            byte_cuts in any::<bool>(),
         ) {
-            let lists: Vec<Vec<Key>> = nodes.iter().map(|keys| {
-                let mut s = Smallest::new(max, 1 << 20);
+            let lists: Vec<(Vec<Key>, u64)> = nodes.iter().map(|(keys, budget)| {
+                let mut s = Smallest::new(max, if byte_cuts { *budget } else { 1 << 20 });
                 for k in keys.iter().rev() {
                     s.offer(k);
                 }
-                s.into_sorted()
+                s.finish()
             }).collect();
-            let (merged, _) = merge(lists, max);
-            let mut all: Vec<Key> = nodes.iter().flatten().cloned().collect();
+            let (merged, truncated) = merge(lists, max);
+            let mut all: Vec<Key> = nodes.iter().flat_map(|(k, _)| k).cloned().collect();
             all.sort();
             all.dedup();
-            all.truncate(max);
-            prop_assert_eq!(merged, all);
+            prop_assert_eq!(&all[..merged.len()], &merged[..]);
+            prop_assert_eq!(truncated, merged.len() < all.len());
+            if !byte_cuts {
+                prop_assert_eq!(merged.len(), all.len().min(max));
+            }
         }
     }
 }

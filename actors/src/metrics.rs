@@ -107,6 +107,7 @@ define_metrics! {
     gauge connections_open: "Connections open now, all listeners.",
     counter connections_refused_total: "Connections closed at once because their listener was at its connection cap.",
     counter connections_timed_out_total: "Connections closed for a header read or idle timeout.",
+    counter tls_handshake_failures_total: "TLS handshakes that failed or timed out (a client without a valid certificate where one is required, a plain-text client, a wrong CA).",
     counter request_body_timeouts_total: "Requests answered 408 because their body did not arrive within HYPERCACHE_BODY_READ_TIMEOUT.",
     counter requests_protected_mode_total: "Requests from non-loopback addresses refused 403 PROTECTED_MODE.",
     gauge client_buffer_bytes: "Request body bytes the client listener holds in memory now (bounded by HYPERCACHE_CLIENT_BUFFER_BYTES).",

@@ -58,8 +58,12 @@ pub async fn start(
     metrics: Arc<Metrics>,
 ) -> Result<(NodeHandle, tokio::task::JoinHandle<()>), CacheError> {
     let faults = Arc::new(Faults::default());
-    let http = HttpTransport::new(config.auth_token.clone(), config.peer_pool_idle)
-        .map_err(|e| CacheError::Internal(format!("peer HTTP client: {e}")))?;
+    let http = HttpTransport::new(
+        config.auth_token.clone(),
+        config.peer_pool_idle,
+        config.peer_tls.clone(),
+    )
+    .map_err(|e| CacheError::Internal(format!("peer HTTP client: {e}")))?;
     #[cfg(feature = "test-hooks")]
     let transport: Arc<dyn Transport> = Arc::new(crate::transport::FaultyTransport {
         inner: http,
@@ -308,13 +312,11 @@ impl NodeHandle {
             futures_util::future::join_all(remote)
         );
         let (keys, matched) = local?;
-        let mut truncated = matched > keys.len() as u64;
-        let mut lists = vec![keys];
+        let mut lists = vec![(keys, matched)];
         for (m, reply) in asked.iter().zip(remote) {
             match reply {
                 Ok(r) if r.keys.len() <= max && r.keys.iter().all(|k| filter.matches(k)) => {
-                    truncated |= r.matched > r.keys.len() as u64;
-                    lists.push(r.keys);
+                    lists.push((r.keys, r.matched));
                 }
                 Ok(_) => {
                     tracing::warn!(peer = %m.id, "a peer answered a key scan with keys it was not asked for; left out");
@@ -326,11 +328,11 @@ impl NodeHandle {
                 }
             }
         }
-        let (keys, cut) = merge(lists, max);
+        let (keys, truncated) = merge(lists, max);
         partial_nodes.sort();
         Ok(Browse {
             keys,
-            truncated: truncated || cut,
+            truncated,
             partial_nodes,
         })
     }

@@ -403,22 +403,21 @@ impl DistService {
         Ok(AeFetchReply { records })
     }
 
-    /// One of the [`MAX_AE_IN_FLIGHT`] permits, or `OVERLOADED`.
     /// This node's part of a key scan: at most [`MAX_SCAN_IN_FLIGHT`] at once (more get
-    /// `OVERLOADED`), each a pass over every shard.
+    /// `OVERLOADED`, counted), each a pass over every shard.
     pub async fn scan_local(
         &self,
         filter: &Arc<KeyFilter>,
         max: usize,
     ) -> Result<(Vec<crate::types::Key>, u64), CacheError> {
-        let _permit = self
-            .scan_permits
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| CacheError::Overloaded)?;
+        let _permit = self.scan_permits.clone().try_acquire_owned().map_err(|_| {
+            Metrics::inc(&self.metrics.requests_rejected_overload_total);
+            CacheError::Overloaded
+        })?;
         self.shards.scan_keys(filter, max).await
     }
 
+    /// One of the [`MAX_AE_IN_FLIGHT`] permits, or `OVERLOADED`.
     fn ae_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CacheError> {
         self.ae_permits
             .clone()

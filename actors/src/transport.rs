@@ -85,6 +85,8 @@ pub trait Transport: Send + Sync + 'static {
 pub struct HttpTransport {
     client: reqwest::Client,
     auth: Option<String>,
+    /// `http` or `https`.
+    scheme: &'static str,
 }
 
 impl HttpTransport {
@@ -94,16 +96,33 @@ impl HttpTransport {
     /// `pool_idle` is how long an unused connection is kept: it must stay below the
     /// peers' idle keep-alive timeout, or a request could be sent on a connection the
     /// peer is closing.
-    pub fn new(token: Option<String>, pool_idle: Duration) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
+    ///
+    /// With `tls`, peers are called over HTTPS with that configuration (its roots are
+    /// the cluster's CA; it presents this node's certificate).
+    pub fn new(
+        token: Option<String>,
+        pool_idle: Duration,
+        tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    ) -> Result<Self, reqwest::Error> {
+        // reqwest is built with rustls but no default crypto provider: every client it
+        // builds (TLS or not) needs a process-wide one. Installing it twice is harmless.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(1))
             .pool_idle_timeout(pool_idle)
             .pool_max_idle_per_host(64)
-            .tcp_nodelay(true)
-            .build()?;
+            .tcp_nodelay(true);
+        let scheme = match tls {
+            Some(config) => {
+                builder = builder.use_preconfigured_tls((*config).clone());
+                "https"
+            }
+            None => "http",
+        };
         Ok(Self {
-            client,
+            client: builder.build()?,
             auth: token.map(|t| format!("Bearer {t}")),
+            scheme,
         })
     }
 }
@@ -118,7 +137,7 @@ impl Transport for HttpTransport {
     ) -> BoxFuture<Result<Vec<u8>, TransportError>> {
         let mut req = self
             .client
-            .post(format!("http://{addr}{path}"))
+            .post(format!("{}://{addr}{path}", self.scheme))
             .header("content-type", "application/msgpack")
             .timeout(timeout)
             .body(body);

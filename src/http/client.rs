@@ -45,6 +45,7 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
     let open = Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/openapi.yaml", get(openapi))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(Instrument::open(state.node.clone()));
     open.merge(protected).with_state(state)
 }
@@ -88,19 +89,25 @@ pub(crate) fn key_of(path: Result<Path<String>, PathRejection>) -> Result<String
     }
 }
 
-/// Decoded `name=value` pairs of a query string.
-pub fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+/// Decoded `name=value` pairs of a query string; 400 when a name or value does not
+/// decode to UTF-8 (as a key in the path would be).
+pub fn query_pairs(q: Option<&str>) -> Result<Vec<(String, String)>, CacheError> {
     let decode = |s: &str| {
         percent_encoding::percent_decode_str(&s.replace('+', " "))
-            .decode_utf8_lossy()
-            .into_owned()
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .map_err(|_| {
+                CacheError::BadRequest(format!(
+                    "the query parameter {s:?} is not UTF-8 once percent-decoded"
+                ))
+            })
     };
     q.unwrap_or("")
         .split('&')
         .filter(|p| !p.is_empty())
         .map(|p| match p.split_once('=') {
-            Some((k, v)) => (decode(k), decode(v)),
-            None => (decode(p), String::new()),
+            Some((k, v)) => Ok((decode(k)?, decode(v)?)),
+            None => Ok((decode(p)?, String::new())),
         })
         .collect()
 }
@@ -177,7 +184,7 @@ async fn put_key(
     body: Body,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    let pairs = query_pairs(q.as_deref());
+    let pairs = query_pairs(q.as_deref())?;
     let ttl = parse_ttl(&pairs)?;
     let level = parse_consistency(&pairs)?;
     // Checked before the body is read: a write that arrives during a drain is refused
@@ -211,7 +218,7 @@ async fn get_key(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let key = key_of(path)?;
-    let level = parse_consistency(&query_pairs(q.as_deref()))?;
+    let level = parse_consistency(&query_pairs(q.as_deref())?)?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics().gets_total);
     let stored = s.node.get(&key, level).await?;
     if items::wants_json(&headers) {
@@ -234,7 +241,7 @@ async fn delete_key(
     RawQuery(q): RawQuery,
 ) -> Result<Json<DeleteResponse>, ApiError> {
     let key = key_of(path)?;
-    let level = parse_consistency(&query_pairs(q.as_deref()))?;
+    let level = parse_consistency(&query_pairs(q.as_deref())?)?;
     s.node.admit_write()?;
     let ack = s.node.delete(&key, level).await?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics().deletes_total);
@@ -263,7 +270,7 @@ mod tests {
     use super::*;
 
     fn q(s: &str) -> Vec<(String, String)> {
-        query_pairs(Some(s))
+        query_pairs(Some(s)).unwrap()
     }
 
     #[test]
@@ -295,5 +302,6 @@ mod tests {
                 ("c".into(), String::new()),
             ]
         );
+        assert!(query_pairs(Some("key=%FF")).is_err());
     }
 }

@@ -10,7 +10,11 @@ use serde::Serialize;
 #[derive(Debug)]
 pub enum ApiError {
     Cache(CacheError),
-    Unauthorized,
+    /// No valid credentials; `basic`: the listener takes HTTP Basic too (offered in
+    /// `WWW-Authenticate`).
+    Unauthorized {
+        basic: bool,
+    },
     RouteNotFound,
     MethodNotAllowed,
     /// Valid credentials without the scope the route needs.
@@ -98,7 +102,7 @@ impl IntoResponse for ApiError {
                 }
                 resp
             }
-            ApiError::Unauthorized => {
+            ApiError::Unauthorized { basic } => {
                 let mut resp = json_error(
                     StatusCode::UNAUTHORIZED,
                     "UNAUTHORIZED",
@@ -106,12 +110,18 @@ impl IntoResponse for ApiError {
                 );
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                if basic {
+                    resp.headers_mut().append(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"hypercache\", charset=\"UTF-8\""),
+                    );
+                }
                 resp
             }
             ApiError::ProtectedMode { var } => json_error(
                 StatusCode::FORBIDDEN,
                 "PROTECTED_MODE",
-                &format!("protected mode: no token is configured, so only loopback clients are served; set {var} (and send it as a bearer token), or set HYPERCACHE_PROTECTED_MODE=false to serve every address without authentication (unsafe)"),
+                &format!("protected mode: no credentials are configured, so only loopback clients are served; set {var} (and send it as a bearer token){}, or set HYPERCACHE_PROTECTED_MODE=false to serve every address without authentication (unsafe)", if var == "HYPERCACHE_AUTH_TOKEN" { " or HYPERCACHE_AUTH_CONFIG" } else { "" }),
             ),
             ApiError::BodyTimeout => {
                 let mut resp = json_error(

@@ -133,7 +133,7 @@ pub async fn head_key(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let key = super::client::key_of(path)?;
-    let level = super::client::parse_consistency(&super::client::query_pairs(q.as_deref()))?;
+    let level = super::client::parse_consistency(&super::client::query_pairs(q.as_deref())?)?;
     hypercache_actors::metrics::Metrics::inc(&s.node.metrics().gets_total);
     let stored = match s.node.get(&key, level).await {
         Ok(st) => st,
@@ -500,7 +500,7 @@ pub async fn can(
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = caller(id)?;
-    let pairs = super::client::query_pairs(q.as_deref());
+    let pairs = super::client::query_pairs(q.as_deref())?;
     let Some((_, cap)) = pairs.iter().find(|(k, _)| k == "capability") else {
         return Err(CacheError::BadRequest("missing 'capability' query parameter".into()).into());
     };
@@ -605,7 +605,7 @@ pub async fn list_keys(
     State(s): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let pairs = super::client::query_pairs(q.as_deref());
+    let pairs = super::client::query_pairs(q.as_deref())?;
     let filter = pairs
         .iter()
         .find(|(k, _)| k == "q")

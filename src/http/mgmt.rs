@@ -40,6 +40,7 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
     let open = Router::new()
         .route("/health", get(health))
         .route("/openapi.yaml", get(openapi))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(Instrument::open(state.node.clone()));
     open.merge(protected).with_state(state)
 }
@@ -50,7 +51,7 @@ async fn dist_owners(
     State(s): State<AppState>,
     axum::extract::RawQuery(q): axum::extract::RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let pairs = super::client::query_pairs(q.as_deref());
+    let pairs = super::client::query_pairs(q.as_deref())?;
     let Some((_, key)) = pairs.iter().find(|(k, _)| k == "key") else {
         return Err(
             hypercache_actors::CacheError::BadRequest("missing cache key: ?key=".into()).into(),
@@ -258,9 +259,12 @@ async fn ring(State(s): State<AppState>) -> Json<serde_json::Value> {
 /// an unknown member, 409 for one that is not dead.
 async fn remove_member(
     State(s): State<AppState>,
-    axum::extract::Path(id): axum::extract::Path<String>,
+    path: Result<axum::extract::Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     use hypercache_actors::swim::RemoveError;
+    let axum::extract::Path(id) = path.map_err(|e| {
+        hypercache_actors::CacheError::BadRequest(format!("invalid member id: {}", e.body_text()))
+    })?;
     match s.node.remove_member(&id).await? {
         Ok(member) => Ok(Json(json!({ "removed": member }))),
         Err(RemoveError::Unknown) => Err(ApiError::UnknownMember(id)),

@@ -181,7 +181,7 @@ impl Guard {
             None => {
                 if !authorized(self.expected.as_deref(), got) {
                     Metrics::inc(&metrics.requests_unauthorized_total);
-                    return Err(ApiError::Unauthorized);
+                    return Err(ApiError::Unauthorized { basic: false });
                 }
             }
             Some(policy) => {
@@ -192,14 +192,18 @@ impl Guard {
                         .get::<MatchedPath>()
                         .map(MatchedPath::as_str),
                 );
-                match policy.resolve(got) {
+                let tls = req.extensions().get::<serve::TlsPeer>();
+                let offers_basic = policy.offers_basic(tls.is_some());
+                match policy.resolve(got, tls) {
                     Resolved::Known(id) => {
                         check_scope(&id, scope, metrics)?;
                         req.extensions_mut().insert(id);
                     }
                     Resolved::Unknown => {
                         Metrics::inc(&metrics.requests_unauthorized_total);
-                        return Err(ApiError::Unauthorized);
+                        return Err(ApiError::Unauthorized {
+                            basic: offers_basic,
+                        });
                     }
                     Resolved::Basic { user, password } => {
                         pending = Some(PendingBasic {
@@ -269,7 +273,7 @@ impl PendingBasic {
             },
             Err(BasicRefused::WrongPassword) => {
                 Metrics::inc(&metrics.requests_unauthorized_total);
-                ApiError::Unauthorized
+                ApiError::Unauthorized { basic: true }
             }
             Err(BasicRefused::Busy) => {
                 Metrics::inc(&metrics.requests_rejected_overload_total);

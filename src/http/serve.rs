@@ -51,6 +51,13 @@ impl PeerAddr {
     }
 }
 
+/// A request that came over TLS (a request extension): what the handshake established.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsPeer {
+    /// The subject CN of the client certificate, where the listener verified one.
+    pub client_cn: Option<String>,
+}
+
 /// What a refused connection receives before it is closed.
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 77\r\n\r\n{\"error\":\"too many open connections; retry with backoff\",\"code\":\"OVERLOADED\"}";
 
@@ -191,6 +198,7 @@ pub fn serve(
     router: Router,
     limits: Limits,
     metrics: Arc<Metrics>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
@@ -211,17 +219,21 @@ pub fn serve(
             };
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 Metrics::inc(&metrics.connections_refused_total);
-                // Best effort, never waits: the connection is closed right after.
-                let _ = stream.try_write(REFUSED);
+                // Best effort, never waits: the connection is closed right after. (A TLS
+                // client would not understand plain text: it is just closed.)
+                if tls.is_none() {
+                    let _ = stream.try_write(REFUSED);
+                }
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let router = router.clone();
             let metrics = metrics.clone();
             let stop = stop.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 metrics.connections_open.fetch_add(1, Relaxed);
-                connection(stream, peer, router, limits, &metrics, stop).await;
+                connection(stream, peer, router, limits, &metrics, tls, stop).await;
                 metrics.connections_open.fetch_sub(1, Relaxed);
                 drop(slot);
             });
@@ -238,25 +250,69 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Serves one connection until the client closes it, a timeout ends it, or a graceful
-/// stop has let its in-flight request finish.
+/// stop has let its in-flight request finish. With `tls`, the handshake comes first and
+/// must finish within the header read timeout.
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Router,
     limits: Limits,
     metrics: &Metrics,
-    mut stop: watch::Receiver<bool>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: watch::Receiver<bool>,
 ) {
     let state = Arc::new(ConnState::new());
-    let io = TokioIo::new(Tracked {
+    let tracked = Tracked {
         inner: stream,
         state: state.clone(),
-    });
+    };
+    let Some(acceptor) = tls else {
+        let io = TokioIo::new(tracked);
+        return run(io, peer, None, router, limits, metrics, state, stop).await;
+    };
+    let stream = match tokio::time::timeout(limits.header_timeout, acceptor.accept(tracked)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            Metrics::inc(&metrics.tls_handshake_failures_total);
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            Metrics::inc(&metrics.tls_handshake_failures_total);
+            Metrics::inc(&metrics.connections_timed_out_total);
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return;
+        }
+    };
+    let info = TlsPeer {
+        client_cn: crate::tls::client_cn(stream.get_ref().1),
+    };
+    let io = TokioIo::new(stream);
+    run(io, peer, Some(info), router, limits, metrics, state, stop).await
+}
+
+/// Serves HTTP/1.1 on an established connection (see [`connection`]).
+#[allow(clippy::too_many_arguments)]
+async fn run<I>(
+    io: I,
+    peer: SocketAddr,
+    tls: Option<TlsPeer>,
+    router: Router,
+    limits: Limits,
+    metrics: &Metrics,
+    state: Arc<ConnState>,
+    mut stop: watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
     let svc_state = state.clone();
     let svc = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         svc_state.on_request();
         let handling = Handling(svc_state.clone());
         req.extensions_mut().insert(PeerAddr(peer));
+        if let Some(t) = &tls {
+            req.extensions_mut().insert(t.clone());
+        }
         let mut router = router.clone();
         async move {
             let _handling = handling;

@@ -25,7 +25,7 @@ use super::command::{Command, CommandQuery, Refusal, SetCondition, Spec, TABLE};
 use crate::auth::{BasicRefused, Identity, Policy, Resolved, Scope};
 use crate::config::Config;
 use crate::http::body::{BodyLimits, Held};
-use crate::http::serve::PeerAddr;
+use crate::http::serve::{PeerAddr, TlsPeer};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use hypercache_actors::metrics::{Metrics, ROUTES};
@@ -34,7 +34,7 @@ use hypercache_actors::{CacheError, NodeHandle};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -138,10 +138,27 @@ pub fn serve(
             Metrics::inc(&m.resp_connections_total);
             let ctx = ctx.clone();
             let stop = stop.clone();
+            let _ = stream.set_nodelay(true);
             conns.spawn(async move {
                 let _slot = slot;
                 ctx.metrics().resp_connections.fetch_add(1, Relaxed);
-                Connection::new(&ctx, stream).run(stop).await;
+                match ctx.config.api_tls.as_ref().map(crate::tls::Tls::acceptor) {
+                    None => Connection::new(&ctx, stream, None).run(stop).await,
+                    Some(acceptor) => {
+                        let timeout = ctx.config.header_read_timeout;
+                        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                            Ok(Ok(tls)) => {
+                                let peer = TlsPeer {
+                                    client_cn: crate::tls::client_cn(tls.get_ref().1),
+                                };
+                                Connection::new(&ctx, tls, Some(peer)).run(stop).await
+                            }
+                            Ok(Err(_)) | Err(_) => {
+                                Metrics::inc(&ctx.metrics().tls_handshake_failures_total);
+                            }
+                        }
+                    }
+                }
                 ctx.metrics().resp_connections.fetch_sub(1, Relaxed);
             });
         }
@@ -158,7 +175,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Past the connection cap.
 const MAX_CLIENTS: &[u8] = b"-ERR max number of clients reached\r\n";
 /// Protected mode, to a client off loopback.
-const DENIED: &[u8] = b"-DENIED protected mode: HYPERCACHE_AUTH_TOKEN is not set, so this listener answers loopback clients only; set the token (clients then send AUTH) to serve the network\r\n";
+const DENIED: &[u8] = b"-DENIED protected mode: neither HYPERCACHE_AUTH_TOKEN nor HYPERCACHE_AUTH_CONFIG is set, so this listener answers loopback clients only; set one (clients then send AUTH) to serve the network\r\n";
 
 /// Writes one error line without waiting and closes (the connection drops with the
 /// stream): a flood past the cap costs no task and no timer, as on the HTTP listeners.
@@ -181,9 +198,10 @@ struct Session {
     name: Option<Bytes>,
 }
 
-struct Connection<'a> {
+struct Connection<'a, S> {
     ctx: &'a RespContext,
-    stream: TcpStream,
+    /// The socket, or the TLS stream over it (with `HYPERCACHE_API_TLS_*`).
+    stream: S,
     out: Out,
     session: Session,
 }
@@ -230,13 +248,14 @@ fn touches_node(cmd: &Command) -> bool {
     !matches!(route_of(cmd), "resp_other") || matches!(cmd, Command::Info(_) | Command::DbSize)
 }
 
-impl<'a> Connection<'a> {
-    fn new(ctx: &'a RespContext, stream: TcpStream) -> Self {
-        let _ = stream.set_nodelay(true);
+impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
+    /// `tls`: what the TLS handshake established (a verified client certificate's CN
+    /// can be the connection's identity before any AUTH).
+    fn new(ctx: &'a RespContext, stream: S, tls: Option<TlsPeer>) -> Self {
         Self {
             session: Session {
                 id: ctx.next_id.fetch_add(1, Relaxed),
-                identity: match ctx.policy.resolve(None) {
+                identity: match ctx.policy.resolve(None, tls.as_ref()) {
                     Resolved::Known(id) => Some(id),
                     _ => None,
                 },

@@ -93,6 +93,12 @@ pub struct Node {
     log_path: std::path::PathBuf,
 }
 
+/// reqwest is built with rustls and no default crypto provider (see the transport):
+/// a test must install one before it builds an HTTP client. Harmless twice.
+pub fn crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_hypercache-server")
 }
@@ -105,6 +111,7 @@ impl Node {
     }
 
     pub async fn start_on(id: &str, env: &[(&str, &str)], api: u16, mgmt: u16, dist: u16) -> Node {
+        crypto_provider();
         let mut vars: HashMap<String, String> = HashMap::new();
         vars.insert("HYPERCACHE_NODE_ID".into(), id.into());
         vars.insert("HYPERCACHE_API_ADDR".into(), format!("127.0.0.1:{api}"));
@@ -179,7 +186,13 @@ impl Node {
                     );
                 }
             }
-            if let Ok(r) = self.http.get(self.api_url("/healthz")).send().await {
+            // With TLS on the client API, the management listener's `/health` says it.
+            let probe = if self.env.contains_key("HYPERCACHE_API_TLS_CERT") {
+                self.mgmt_url("/health")
+            } else {
+                self.api_url("/healthz")
+            };
+            if let Ok(r) = self.http.get(probe).send().await {
                 if r.status() == 200 {
                     return true;
                 }
