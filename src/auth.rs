@@ -216,7 +216,8 @@ impl AuthConfig {
     /// is not bcrypt. (That `cert_identities` need a listener with a client CA is
     /// checked with the TLS settings.)
     pub fn load(path: &str) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {path}: {e}"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("a readable YAML file (cannot read it: {e})"))?;
         Self::parse(path, &text)
     }
 
@@ -225,27 +226,29 @@ impl AuthConfig {
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
             .build()
             .and_then(config::Config::try_deserialize)
-            .map_err(|e| format!("{path} is not a valid auth file: {e}"))?;
+            .map_err(|e| format!("a valid auth file ({e})"))?;
         let mut ids = std::collections::HashSet::new();
         let mut check_id = |what: &str, i: usize, id: &str| {
             if id.trim().is_empty() {
-                return Err(format!("{path}: {what}[{i}] has an empty id"));
+                return Err(format!("a valid auth file: {what}[{i}] has an empty id"));
             }
             if !ids.insert(id.to_owned()) {
-                return Err(format!("{path}: {what}[{i}]: the id {id:?} is used twice"));
+                return Err(format!(
+                    "a valid auth file: {what}[{i}]: the id {id:?} is used twice"
+                ));
             }
             Ok(())
         };
         let scopes = |what: &str, i: usize, list: &[String]| -> Result<Scopes, String> {
             if list.is_empty() {
                 return Err(format!(
-                    "{path}: {what}[{i}] has no scopes (read, write, admin)"
+                    "a valid auth file: {what}[{i}] has no scopes (read, write, admin)"
                 ));
             }
             list.iter()
                 .map(|s| {
                     Scope::parse(s).ok_or_else(|| {
-                        format!("{path}: {what}[{i}] has the unknown scope {s:?} (read, write or admin)")
+                        format!("a valid auth file: {what}[{i}] has the unknown scope {s:?} (read, write or admin)")
                     })
                 })
                 .collect()
@@ -255,14 +258,14 @@ impl AuthConfig {
             check_id("tokens", i, &t.id)?;
             if t.token.is_empty() || t.token.trim() != t.token {
                 return Err(format!(
-                    "{path}: tokens[{i}] ({}) has an empty token or one with spaces around it",
+                    "a valid auth file: tokens[{i}] ({}) has an empty token or one with spaces around it",
                     t.id
                 ));
             }
             let header = format!("Bearer {}", t.token).into_bytes();
             if tokens.iter().any(|o| o.header == header) {
                 return Err(format!(
-                    "{path}: tokens[{i}] ({}) repeats another entry's token",
+                    "a valid auth file: tokens[{i}] ({}) repeats another entry's token",
                     t.id
                 ));
             }
@@ -276,13 +279,13 @@ impl AuthConfig {
             check_id("users", i, &u.id)?;
             if u.username.is_empty() || u.username.contains(':') {
                 return Err(format!(
-                    "{path}: users[{i}] ({}) needs a username without ':'",
+                    "a valid auth file: users[{i}] ({}) needs a username without ':'",
                     u.id
                 ));
             }
             if users.iter().any(|o| o.username == u.username) {
                 return Err(format!(
-                    "{path}: users[{i}] ({}) repeats another entry's username",
+                    "a valid auth file: users[{i}] ({}) repeats another entry's username",
                     u.id
                 ));
             }
@@ -292,7 +295,7 @@ impl AuthConfig {
                     .any(|p| u.password_bcrypt.starts_with(p))
             {
                 return Err(format!(
-                    "{path}: users[{i}] ({}) has a password_bcrypt that is not a bcrypt hash ($2a$, $2b$ or $2y$)",
+                    "a valid auth file: users[{i}] ({}) has a password_bcrypt that is not a bcrypt hash ($2a$, $2b$ or $2y$)",
                     u.id
                 ));
             }
@@ -306,12 +309,12 @@ impl AuthConfig {
         for (i, c) in file.cert_identities.iter().enumerate() {
             if c.subject_cn.trim().is_empty() {
                 return Err(format!(
-                    "{path}: cert_identities[{i}] has an empty subject_cn"
+                    "a valid auth file: cert_identities[{i}] has an empty subject_cn"
                 ));
             }
             if certs.iter().any(|(cn, _)| *cn == c.subject_cn) {
                 return Err(format!(
-                    "{path}: cert_identities[{i}] repeats the subject_cn {:?}",
+                    "a valid auth file: cert_identities[{i}] repeats the subject_cn {:?}",
                     c.subject_cn
                 ));
             }
@@ -349,7 +352,7 @@ impl From<String> for ConfigError {
     fn from(message: String) -> Self {
         ConfigError {
             var: "HYPERCACHE_AUTH_CONFIG".into(),
-            value: "[file]".into(),
+            value: "[not shown]".into(),
             expected: message,
         }
     }

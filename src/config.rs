@@ -376,31 +376,48 @@ impl Reader<'_> {
             format!("{prefix}_{ca}"),
         );
         let (cert, key, ca) = (self.set(&cert_var), self.set(&key_var), self.set(&ca_var));
+        // File paths are not echoed, as no security setting's value is.
+        let err = |name: &str, expected: &str| {
+            Self::err(&format!("{PREFIX}{name}"), "[not shown]", expected)
+        };
         let files = match (cert, key, ca) {
             (None, None, None) => return Ok(None),
             (Some(cert), Some(key), ca) => crate::tls::TlsFiles { cert, key, ca },
+            (None, None, Some(_)) => {
+                return Err(err(
+                    &ca_var,
+                    &format!("set with {PREFIX}{cert_var} and {PREFIX}{key_var} (the listener's own certificate and key)"),
+                ))
+            }
             (None, _, _) => {
-                return Err(self.invalid(
+                return Err(err(
                     &cert_var,
                     &format!("set together with {PREFIX}{key_var} (PEM files of the certificate chain and its key)"),
                 ))
             }
             (Some(_), None, _) => {
-                return Err(self.invalid(
+                return Err(err(
                     &key_var,
                     &format!("set together with {PREFIX}{cert_var} (the PEM private key)"),
                 ))
             }
         };
         if peer && files.ca.is_none() {
-            return Err(self.invalid(
+            return Err(err(
                 &ca_var,
                 "a PEM CA bundle: peers verify each other's certificates both ways, so it is required with the dist certificate",
             ));
         }
         crate::tls::Tls::load(files, peer)
             .map(Some)
-            .map_err(|e| self.invalid(&cert_var, &e))
+            .map_err(|(part, e)| {
+                let name = match part {
+                    crate::tls::Part::Cert => &cert_var,
+                    crate::tls::Part::Key => &key_var,
+                    crate::tls::Part::Ca => &ca_var,
+                };
+                err(name, &e)
+            })
     }
 
     fn string(&self, name: &str, default: &str) -> String {
@@ -639,8 +656,9 @@ impl Config {
             && api_tls.as_ref().is_none_or(|t| t.files.ca.is_none())
             && mgmt_tls.as_ref().is_none_or(|t| t.files.ca.is_none())
         {
-            return Err(r.invalid(
-                "AUTH_CONFIG",
+            return Err(Reader::err(
+                "HYPERCACHE_AUTH_CONFIG",
+                "[not shown]",
                 "cert_identities only with a listener that verifies client certificates: set HYPERCACHE_API_TLS_CLIENT_CA (or HYPERCACHE_MGMT_TLS_CLIENT_CA), or remove them",
             ));
         }
@@ -955,14 +973,18 @@ mod tests {
 
     #[test]
     fn security_settings_and_tokens() {
-        for var in [
-            "API_TLS_CERT",
-            "AUTH_CONFIG",
-            "OIDC_ISSUER",
-            "DIST_TLS_KEY",
-            "ADMIN_PASSWORD",
-        ] {
+        for var in ["OIDC_ISSUER", "ADMIN_PASSWORD"] {
             let e = fails(&[(var, "x")], var);
+            assert_eq!(e.value, "[not shown]");
+        }
+        // Known security settings: checked, their values (file paths) not shown.
+        for (var, named) in [
+            ("API_TLS_CERT", "API_TLS_KEY"),
+            ("DIST_TLS_KEY", "DIST_TLS_CERT"),
+            ("MGMT_TLS_CLIENT_CA", "MGMT_TLS_CLIENT_CA"),
+            ("AUTH_CONFIG", "AUTH_CONFIG"),
+        ] {
+            let e = fails(&[(var, "x")], named);
             assert_eq!(e.value, "[not shown]");
         }
         // Empty counts as unset; known token variables are not refused.

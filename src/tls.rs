@@ -51,20 +51,22 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+// Messages name no path: the variable they are reported under says which file.
+
 fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read certificates from {path}: {e}"))?
+        .map_err(|e| format!("a readable PEM file of certificates ({e})"))?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("{path} holds a malformed PEM certificate: {e}"))?;
+        .map_err(|e| format!("a PEM file of certificates; it holds a malformed one ({e})"))?;
     if certs.is_empty() {
-        return Err(format!("{path} holds no PEM certificate"));
+        return Err("a PEM file of certificates; it holds none".into());
     }
     Ok(certs)
 }
 
 fn key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
     PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("cannot read a PEM private key from {path}: {e}"))
+        .map_err(|e| format!("a readable PEM file with a private key ({e})"))
 }
 
 fn roots(path: &str) -> Result<Arc<RootCertStore>, String> {
@@ -72,50 +74,61 @@ fn roots(path: &str) -> Result<Arc<RootCertStore>, String> {
     for c in certs(path)? {
         store
             .add(c)
-            .map_err(|e| format!("{path}: a CA certificate is not usable: {e}"))?;
+            .map_err(|e| format!("a PEM bundle of usable CA certificates ({e})"))?;
     }
     Ok(Arc::new(store))
 }
 
+/// Which file of a [`TlsFiles`] an error is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Cert,
+    Key,
+    Ca,
+}
+
 impl Tls {
     /// Builds a listener's setting (and with `peer`, the peer client's too, which then
-    /// needs the CA). Errors name the file and what is wrong with it.
-    pub fn load(files: TlsFiles, peer: bool) -> Result<Self, String> {
-        let chain = certs(&files.cert)?;
-        let key = key(&files.key)?;
+    /// needs the CA). Errors say which file is wrong and what is expected of it.
+    pub fn load(files: TlsFiles, peer: bool) -> Result<Self, (Part, String)> {
+        let chain = certs(&files.cert).map_err(|e| (Part::Cert, e))?;
+        let key = key(&files.key).map_err(|e| (Part::Key, e))?;
+        let ca = match &files.ca {
+            Some(ca) => Some(roots(ca).map_err(|e| (Part::Ca, e))?),
+            None => None,
+        };
+        let other = |e: rustls::Error| (Part::Cert, e.to_string());
         let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| e.to_string())?;
-        let builder = match &files.ca {
-            Some(ca) => builder.with_client_cert_verifier(
-                WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider())
+            .map_err(other)?;
+        let builder = match &ca {
+            Some(roots) => builder.with_client_cert_verifier(
+                WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
                     .build()
-                    .map_err(|e| format!("{ca}: {e}"))?,
+                    .map_err(|e| (Part::Ca, format!("a usable CA bundle ({e})")))?,
             ),
             None => builder.with_no_client_auth(),
         };
         let mut server = builder
             .with_single_cert(chain.clone(), key.clone_key())
             .map_err(|e| {
-                format!(
-                    "{} and {} do not make a usable certificate and key: {e}",
-                    files.cert, files.key
+                (
+                    Part::Key,
+                    format!("the private key of the certificate ({e})"),
                 )
             })?;
         server.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let client = if peer {
-            let Some(ca) = &files.ca else {
-                return Err("the peer TLS setting needs its CA".into());
-            };
-            let config = ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map_err(|e| e.to_string())?
-                .with_root_certificates(roots(ca)?)
-                .with_client_auth_cert(chain, key)
-                .map_err(|e| format!("{}: {e}", files.cert))?;
-            Some(Arc::new(config))
-        } else {
-            None
+        let client = match (peer, ca) {
+            (false, _) => None,
+            (true, None) => return Err((Part::Ca, "set: peers verify each other".into())),
+            (true, Some(roots)) => Some(Arc::new(
+                ClientConfig::builder_with_provider(provider())
+                    .with_safe_default_protocol_versions()
+                    .map_err(other)?
+                    .with_root_certificates(roots)
+                    .with_client_auth_cert(chain, key)
+                    .map_err(other)?,
+            )),
         };
         Ok(Self {
             files,

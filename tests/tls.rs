@@ -303,7 +303,11 @@ fn start_up_refuses_incomplete_or_unusable_tls_settings() {
         let out = cmd.output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{env:?}: {out:?}");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(var), "{var}: {err}");
+        assert!(err.contains(var), "{var}: {env:?}: {err}");
+        assert!(
+            !err.contains(&*pki.dir.to_string_lossy()),
+            "paths are not echoed: {err}"
+        );
     };
     check(&[("API_TLS_CERT", &cert)], "HYPERCACHE_API_TLS_KEY");
     check(&[("API_TLS_KEY", &key)], "HYPERCACHE_API_TLS_CERT");
@@ -313,7 +317,7 @@ fn start_up_refuses_incomplete_or_unusable_tls_settings() {
     );
     check(
         &[("API_TLS_CERT", &cert), ("API_TLS_KEY", &junk)],
-        "HYPERCACHE_API_TLS_CERT",
+        "HYPERCACHE_API_TLS_KEY",
     );
     check(
         &[
@@ -321,7 +325,7 @@ fn start_up_refuses_incomplete_or_unusable_tls_settings() {
             ("API_TLS_KEY", &key),
             ("API_TLS_CLIENT_CA", &junk),
         ],
-        "HYPERCACHE_API_TLS_CERT",
+        "HYPERCACHE_API_TLS_CLIENT_CA",
     );
     check(
         &[("DIST_TLS_CERT", &cert), ("DIST_TLS_KEY", &key)],

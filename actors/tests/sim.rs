@@ -65,6 +65,7 @@ fn config(id: &str, seeds: &[&str], seed: u64, limits: PeerLimits) -> NodeConfig
             max_members: 64,
         },
         auth_token: None,
+        peer_tls: None,
         peer_pool_idle: Duration::from_secs(30),
         peer_timeout: Duration::from_millis(500),
         peer_limits: limits,
