@@ -380,6 +380,8 @@ pub struct Policy {
     /// credentials on every request pays bcrypt once.
     verified: Mutex<HashMap<usize, Vec<u8>>>,
     bcrypt: Arc<Semaphore>,
+    /// OIDC bearer tokens, checked after the configured tokens.
+    oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// What the credentials of a request come to.
@@ -399,8 +401,13 @@ pub enum BasicRefused {
 }
 
 impl Policy {
-    /// The policy of the client and management listeners.
-    pub fn new(auth: Option<&AuthConfig>, token: Option<&str>) -> Self {
+    /// The policy of the client and management listeners. Anonymous requests are served
+    /// (every scope) only where nothing is configured, or where the auth file says so.
+    pub fn new(
+        auth: Option<&AuthConfig>,
+        token: Option<&str>,
+        oidc: Option<Arc<crate::oidc::Oidc>>,
+    ) -> Self {
         let everything = |id: &str| Some(Identity::new(id, Scopes::ALL));
         let (tokens, users, certs, anonymous, basic_without_tls) = match auth {
             Some(a) => (
@@ -429,7 +436,11 @@ impl Policy {
                     Vec::new(),
                     Vec::new(),
                     Vec::new(),
-                    everything("anonymous"),
+                    if oidc.is_some() {
+                        None
+                    } else {
+                        everything("anonymous")
+                    },
                     false,
                 ),
             },
@@ -442,12 +453,13 @@ impl Policy {
             basic_without_tls,
             verified: Mutex::new(HashMap::new()),
             bcrypt: Arc::new(Semaphore::new(BCRYPT_PERMITS)),
+            oidc,
         }
     }
 
-    /// True when some credentials are configured (a token or a user).
+    /// True when some credentials are configured (a token, a user or an issuer).
     pub fn has_credentials(&self) -> bool {
-        !self.tokens.is_empty() || !self.users.is_empty()
+        !self.tokens.is_empty() || !self.users.is_empty() || self.oidc.is_some()
     }
 
     /// True when a 401 should offer HTTP Basic (`WWW-Authenticate`).
@@ -469,6 +481,14 @@ impl Policy {
             }
             if let Some(id) = found {
                 return Resolved::Known(id.clone());
+            }
+            if let (Some(oidc), Some(jwt)) = (&self.oidc, h.strip_prefix(b"Bearer ")) {
+                if let Ok(id) = std::str::from_utf8(jwt)
+                    .map_err(|_| crate::oidc::Refused::Invalid)
+                    .and_then(|t| oidc.verify(t))
+                {
+                    return Resolved::Known(id);
+                }
             }
             if tls.is_some() || self.basic_without_tls {
                 if let Some(r) = self.basic_of(h) {
@@ -635,7 +655,7 @@ allow_basic_without_tls: true
     fn the_file_gives_each_token_its_scopes() {
         let file = FILE.replace("HASH", &bcrypt::hash("pw", 4).unwrap());
         let a = AuthConfig::parse("auth.yaml", &file).unwrap();
-        let p = Policy::new(Some(&a), Some("ignored"));
+        let p = Policy::new(Some(&a), Some("ignored"), None);
         let app = known(p.resolve(Some(b"Bearer app-secret"), None)).unwrap();
         assert_eq!(&*app.id, "app");
         assert_eq!(app.scopes.list(), vec![Scope::Read, Scope::Write]);
@@ -652,7 +672,7 @@ allow_basic_without_tls: true
         use base64::Engine;
         let file = FILE.replace("HASH", &bcrypt::hash("pw", 4).unwrap());
         let a = AuthConfig::parse("auth.yaml", &file).unwrap();
-        let p = Arc::new(Policy::new(Some(&a), None));
+        let p = Arc::new(Policy::new(Some(&a), None, None));
         let header = |pw: &str| {
             format!(
                 "Basic {}",
@@ -681,13 +701,13 @@ allow_basic_without_tls: true
 
     #[test]
     fn single_token_and_open_modes() {
-        let p = Policy::new(None, Some("t"));
+        let p = Policy::new(None, Some("t"), None);
         assert_eq!(
             &*known(p.resolve(Some(b"Bearer t"), None)).unwrap().id,
             "default"
         );
         assert!(known(p.resolve(None, None)).is_none());
-        let open = Policy::new(None, None);
+        let open = Policy::new(None, None, None);
         assert_eq!(&*known(open.resolve(None, None)).unwrap().id, "anonymous");
         assert!(known(open.resolve(Some(b"Bearer x"), None)).is_none());
     }

@@ -102,6 +102,8 @@ pub struct Config {
     /// ids and flags, no secret.
     #[serde(serialize_with = "auth_summary")]
     pub auth_config: Option<Arc<crate::auth::AuthConfig>>,
+    /// OIDC bearer tokens (`HYPERCACHE_OIDC_*`); the issuer is read at start-up.
+    pub oidc: Option<crate::oidc::OidcSettings>,
     /// TLS of the client API (and the RESP listener); `/config` shows the file paths.
     pub api_tls: Option<crate::tls::Tls>,
     /// TLS of the management API.
@@ -253,6 +255,10 @@ pub const KNOWN: &[&str] = &[
     "SHARDS",
     "AUTH_TOKEN",
     "AUTH_CONFIG",
+    "OIDC_ISSUER",
+    "OIDC_AUDIENCE",
+    "OIDC_IDENTITY_CLAIM",
+    "OIDC_SCOPE_CLAIM",
     "API_TLS_CERT",
     "API_TLS_KEY",
     "API_TLS_CLIENT_CA",
@@ -304,16 +310,6 @@ pub const KNOWN: &[&str] = &[
     "TOMBSTONE_BYTES",
     "SLOPPY_QUORUM",
     "OWNERSHIP_SWEEP_INTERVAL",
-];
-
-/// Settings of the Go server that configure security (OIDC) and that this version does
-/// not implement. Setting one stops start-up (exit 2):
-/// a node that silently ignored them would run open and in clear text.
-pub const UNSUPPORTED_SECURITY: &[&str] = &[
-    "OIDC_ISSUER",
-    "OIDC_AUDIENCE",
-    "OIDC_IDENTITY_CLAIM",
-    "OIDC_SCOPE_CLAIM",
 ];
 
 /// Words that make an unknown `HYPERCACHE_*` variable security-relevant: such a variable
@@ -662,6 +658,27 @@ impl Config {
                 "cert_identities only with a listener that verifies client certificates: set HYPERCACHE_API_TLS_CLIENT_CA (or HYPERCACHE_MGMT_TLS_CLIENT_CA), or remove them",
             ));
         }
+        let oidc = match (r.set("OIDC_ISSUER"), r.set("OIDC_AUDIENCE")) {
+            (None, None) => None,
+            (Some(issuer), Some(audience)) => Some(crate::oidc::OidcSettings {
+                issuer,
+                audience,
+                identity_claim: r.set("OIDC_IDENTITY_CLAIM").unwrap_or_else(|| "sub".into()),
+                scope_claim: r.set("OIDC_SCOPE_CLAIM").unwrap_or_else(|| "scope".into()),
+            }),
+            (None, Some(_)) => {
+                return Err(r.invalid(
+                    "OIDC_ISSUER",
+                    "set together with HYPERCACHE_OIDC_AUDIENCE (the issuer URL)",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(r.invalid(
+                    "OIDC_AUDIENCE",
+                    "set together with HYPERCACHE_OIDC_ISSUER (the audience tokens must name)",
+                ))
+            }
+        };
         let peer_token = r
             .raw("PEER_TOKEN")
             .map(|(_, v)| v)
@@ -735,6 +752,7 @@ impl Config {
             shards,
             auth_token,
             auth_config,
+            oidc,
             api_tls,
             mgmt_tls,
             dist_tls,
@@ -809,8 +827,7 @@ impl Config {
                 let Some(n) = k.strip_prefix(PREFIX) else {
                     return false;
                 };
-                UNSUPPORTED_SECURITY.contains(&n)
-                    || (!KNOWN.contains(&n) && SECURITY_WORDS.iter().any(|w| n.contains(w)))
+                !KNOWN.contains(&n) && SECURITY_WORDS.iter().any(|w| n.contains(w))
             })
             .collect();
         names.sort();
@@ -819,7 +836,7 @@ impl Config {
             Some(var) => Err(Reader::err(
                 var,
                 "[not shown]",
-                "unset: this version does not implement it (OIDC is not supported; see docs/security.md), and running without the protection it asks for would be unsafe",
+                "unset: this version does not know it (a misspelt or unsupported security setting; see docs/security.md), and running without the protection it asks for would be unsafe",
             )),
         }
     }
@@ -973,7 +990,8 @@ mod tests {
 
     #[test]
     fn security_settings_and_tokens() {
-        for var in ["OIDC_ISSUER", "ADMIN_PASSWORD"] {
+        fails(&[("OIDC_ISSUER", "https://idp.example")], "OIDC_AUDIENCE");
+        for var in ["ADMIN_PASSWORD", "API_TLS_PASSPHRASE"] {
             let e = fails(&[(var, "x")], var);
             assert_eq!(e.value, "[not shown]");
         }

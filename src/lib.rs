@@ -8,6 +8,7 @@ pub mod duration;
 pub mod healthcheck;
 pub mod http;
 pub mod logging;
+pub mod oidc;
 pub mod resp;
 pub mod tls;
 
@@ -29,6 +30,9 @@ pub enum RunError {
         addr: String,
         source: std::io::Error,
     },
+    /// The OIDC issuer's discovery document or key set could not be read (exit code 1).
+    #[error("HYPERCACHE_OIDC_ISSUER: {0}")]
+    Oidc(String),
     /// The actor system failed to start or escalated a failure (exit code 1).
     #[error("actor system: {0}")]
     Actors(String),
@@ -107,7 +111,8 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         Some(a) => Some(bind(a, "HYPERCACHE_RESP_ADDR").await?),
         None => None,
     };
-    let client_credentials = config.auth_token.is_some() || config.auth_config.is_some();
+    let client_credentials =
+        config.auth_token.is_some() || config.auth_config.is_some() || config.oidc.is_some();
     match (client_credentials, config.peer_token.is_some(), config.protected_mode) {
         (true, true, _) => {}
         (_, _, true) => tracing::warn!(
@@ -151,9 +156,18 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let metrics = node.metrics().clone();
     // One policy for the client, management and RESP listeners: they share the
     // identities, the bcrypt bound and the cache of checked Basic passwords.
+    let oidc = match &config.oidc {
+        Some(settings) => Some(
+            oidc::Oidc::discover(settings.clone())
+                .await
+                .map_err(RunError::Oidc)?,
+        ),
+        None => None,
+    };
     let policy = Arc::new(auth::Policy::new(
         config.auth_config.as_deref(),
         config.auth_token.as_deref(),
+        oidc,
     ));
     let client_guard = Guard::new(&config, node.clone(), Listener::Client, &policy);
     let resp_srv = resp.map(|listener| {

@@ -124,7 +124,9 @@ impl Guard {
             _ => (
                 None,
                 Some(policy.clone()),
-                config.auth_token.is_none() && config.auth_config.is_none(),
+                config.auth_token.is_none()
+                    && config.auth_config.is_none()
+                    && config.oidc.is_none(),
                 "HYPERCACHE_AUTH_TOKEN",
             ),
         };

@@ -79,7 +79,8 @@ impl RespContext {
             policy,
             protected: config.protected_mode
                 && config.auth_token.is_none()
-                && config.auth_config.is_none(),
+                && config.auth_config.is_none()
+                && config.oidc.is_none(),
             limits: Limits {
                 max_bulk,
                 max_command: MIN_COMMAND_BYTES.max(max_bulk.saturating_add(1 << 20)),
