@@ -576,8 +576,9 @@ impl Policy {
         }
     }
 
-    /// The Basic user named `username`, when Basic is allowed (RESP `AUTH user pass`).
-    pub fn user(&self, username: &[u8], password: &[u8]) -> Resolved {
+    /// The Basic user named `username`, when Basic is allowed: over TLS (`tls`), or
+    /// where the file allows it without (RESP `AUTH user pass`).
+    pub fn user(&self, username: &[u8], password: &[u8], tls: bool) -> Resolved {
         use base64::Engine;
         let mut raw = username.to_vec();
         raw.push(b':');
@@ -586,7 +587,7 @@ impl Policy {
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode(raw)
         );
-        if !self.basic_without_tls {
+        if !tls && !self.basic_without_tls {
             return Resolved::Unknown;
         }
         self.basic_of(header.as_bytes())

@@ -385,23 +385,25 @@ impl Reader<'_> {
                     &format!("set with {PREFIX}{cert_var} and {PREFIX}{key_var} (the listener's own certificate and key)"),
                 ))
             }
+            // Each error names a variable that is set, so that `check_all` can take it
+            // out and go on to the next problem.
             (None, _, _) => {
                 return Err(err(
-                    &cert_var,
-                    &format!("set together with {PREFIX}{key_var} (PEM files of the certificate chain and its key)"),
+                    &key_var,
+                    &format!("set together with {PREFIX}{cert_var} (the PEM certificate chain of this key)"),
                 ))
             }
             (Some(_), None, _) => {
                 return Err(err(
-                    &key_var,
-                    &format!("set together with {PREFIX}{cert_var} (the PEM private key)"),
+                    &cert_var,
+                    &format!("set together with {PREFIX}{key_var} (the PEM private key of this certificate)"),
                 ))
             }
         };
         if peer && files.ca.is_none() {
             return Err(err(
-                &ca_var,
-                "a PEM CA bundle: peers verify each other's certificates both ways, so it is required with the dist certificate",
+                &cert_var,
+                &format!("set together with {PREFIX}{ca_var} (a PEM CA bundle: peers verify each other's certificates both ways)"),
             ));
         }
         crate::tls::Tls::load(files, peer)
@@ -658,27 +660,30 @@ impl Config {
                 "cert_identities only with a listener that verifies client certificates: set HYPERCACHE_API_TLS_CLIENT_CA (or HYPERCACHE_MGMT_TLS_CLIENT_CA), or remove them",
             ));
         }
-        let oidc = match (r.set("OIDC_ISSUER"), r.set("OIDC_AUDIENCE")) {
-            (None, None) => None,
-            (Some(issuer), Some(audience)) => Some(crate::oidc::OidcSettings {
-                issuer,
-                audience,
-                identity_claim: r.set("OIDC_IDENTITY_CLAIM").unwrap_or_else(|| "sub".into()),
-                scope_claim: r.set("OIDC_SCOPE_CLAIM").unwrap_or_else(|| "scope".into()),
-            }),
-            (None, Some(_)) => {
-                return Err(r.invalid(
-                    "OIDC_ISSUER",
-                    "set together with HYPERCACHE_OIDC_AUDIENCE (the issuer URL)",
-                ))
-            }
-            (Some(_), None) => {
-                return Err(r.invalid(
-                    "OIDC_AUDIENCE",
-                    "set together with HYPERCACHE_OIDC_ISSUER (the audience tokens must name)",
-                ))
-            }
-        };
+        let oidc =
+            match (r.set("OIDC_ISSUER"), r.set("OIDC_AUDIENCE")) {
+                (None, None) => None,
+                (Some(issuer), Some(audience)) => Some(crate::oidc::OidcSettings {
+                    issuer,
+                    audience,
+                    identity_claim: r.set("OIDC_IDENTITY_CLAIM").unwrap_or_else(|| "sub".into()),
+                    scope_claim: r.set("OIDC_SCOPE_CLAIM").unwrap_or_else(|| "scope".into()),
+                }),
+                // Each names the variable that is set (so `check_all` goes on past it) and
+                // does not echo it.
+                (None, Some(_)) => {
+                    return Err(Reader::err(
+                        "HYPERCACHE_OIDC_AUDIENCE",
+                        "[not shown]",
+                        "set together with HYPERCACHE_OIDC_ISSUER (the issuer URL)",
+                    ))
+                }
+                (Some(_), None) => return Err(Reader::err(
+                    "HYPERCACHE_OIDC_ISSUER",
+                    "[not shown]",
+                    "set together with HYPERCACHE_OIDC_AUDIENCE (the audience tokens must name)",
+                )),
+            };
         let peer_token = r
             .raw("PEER_TOKEN")
             .map(|(_, v)| v)
@@ -990,15 +995,16 @@ mod tests {
 
     #[test]
     fn security_settings_and_tokens() {
-        fails(&[("OIDC_ISSUER", "https://idp.example")], "OIDC_AUDIENCE");
+        let e = fails(&[("OIDC_ISSUER", "https://idp.example")], "OIDC_ISSUER");
+        assert!(!e.to_string().contains("idp.example"), "{e}");
         for var in ["ADMIN_PASSWORD", "API_TLS_PASSPHRASE"] {
             let e = fails(&[(var, "x")], var);
             assert_eq!(e.value, "[not shown]");
         }
         // Known security settings: checked, their values (file paths) not shown.
         for (var, named) in [
-            ("API_TLS_CERT", "API_TLS_KEY"),
-            ("DIST_TLS_KEY", "DIST_TLS_CERT"),
+            ("API_TLS_CERT", "API_TLS_CERT"),
+            ("DIST_TLS_KEY", "DIST_TLS_KEY"),
             ("MGMT_TLS_CLIENT_CA", "MGMT_TLS_CLIENT_CA"),
             ("AUTH_CONFIG", "AUTH_CONFIG"),
         ] {

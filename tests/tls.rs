@@ -124,10 +124,11 @@ async fn client_api_with_mutual_tls_and_certificate_identities() {
     let (server_cert, server_key) = pki.issue("node-1");
     let (app_cert, app_key) = pki.issue("app.internal");
     let (other_cert, other_key) = pki.issue("stranger");
+    let hash = bcrypt::hash("bob-pw", 4).unwrap();
     let auth = write(
         &pki.dir,
         "auth.yaml",
-        "cert_identities: [{subject_cn: app.internal, scopes: [read, write]}]\ntokens: [{id: ops, token: ops-token, scopes: [read]}]\n",
+        &format!("cert_identities: [{{subject_cn: app.internal, scopes: [read, write]}}]\ntokens: [{{id: ops, token: ops-token, scopes: [read]}}]\nusers: [{{id: bob, username: bob, password_bcrypt: \"{hash}\", scopes: [read]}}]\n"),
     );
     let resp_addr = format!("127.0.0.1:{}", free_port());
     let n = Node::start(
@@ -215,6 +216,13 @@ async fn client_api_with_mutual_tls_and_certificate_identities() {
         .unwrap()
         .unwrap();
     assert_eq!(&buf[..got], b"$1\r\nv\r\n");
+    // AUTH with a user and password is taken over TLS too.
+    s.write_all(b"AUTH bob bob-pw\r\n").await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf[..got], b"+OK\r\n");
 
     // The healthcheck subcommand speaks TLS to its own node (and presents the node's
     // certificate, which the client CA signed).

@@ -58,6 +58,9 @@ pub struct RespContext {
     buffers: BodyLimits,
     /// The client listener's identities (AUTH resolves against them).
     policy: Arc<Policy>,
+    /// The client API's TLS (`HYPERCACHE_API_TLS_*`), without its ALPN list (RESP
+    /// clients do not offer `http/1.1`).
+    tls: Option<tokio_rustls::TlsAcceptor>,
     protected: bool,
     limits: Limits,
     started: Instant,
@@ -77,6 +80,11 @@ impl RespContext {
         let max_bulk = (config.max_value_bytes as usize).max(MAX_KEY_BYTES);
         Self {
             policy,
+            tls: config.api_tls.as_ref().map(|t| {
+                let mut server = (*t.server).clone();
+                server.alpn_protocols.clear();
+                tokio_rustls::TlsAcceptor::from(Arc::new(server))
+            }),
             protected: config.protected_mode
                 && config.auth_token.is_none()
                 && config.auth_config.is_none()
@@ -127,13 +135,17 @@ pub fn serve(
             let m = ctx.metrics();
             let Ok(slot) = slots.clone().try_acquire_owned() else {
                 Metrics::inc(&m.resp_connections_refused_total);
-                refuse(&stream, MAX_CLIENTS);
+                if ctx.tls.is_none() {
+                    refuse(&stream, MAX_CLIENTS);
+                }
                 continue;
             };
             if ctx.protected && !PeerAddr(peer).is_loopback() {
                 Metrics::inc(&m.resp_connections_refused_total);
                 Metrics::inc(&m.requests_protected_mode_total);
-                refuse(&stream, DENIED);
+                if ctx.tls.is_none() {
+                    refuse(&stream, DENIED);
+                }
                 continue;
             }
             Metrics::inc(&m.resp_connections_total);
@@ -143,10 +155,11 @@ pub fn serve(
             conns.spawn(async move {
                 let _slot = slot;
                 ctx.metrics().resp_connections.fetch_add(1, Relaxed);
-                match ctx.config.api_tls.as_ref().map(crate::tls::Tls::acceptor) {
+                match ctx.tls.clone() {
                     None => Connection::new(&ctx, stream, None).run(stop).await,
                     Some(acceptor) => {
                         let timeout = ctx.config.header_read_timeout;
+                        let m = ctx.metrics();
                         match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
                             Ok(Ok(tls)) => {
                                 let peer = TlsPeer {
@@ -154,8 +167,14 @@ pub fn serve(
                                 };
                                 Connection::new(&ctx, tls, Some(peer)).run(stop).await
                             }
-                            Ok(Err(_)) | Err(_) => {
-                                Metrics::inc(&ctx.metrics().tls_handshake_failures_total);
+                            Ok(Err(e)) => {
+                                Metrics::inc(&m.tls_handshake_failures_total);
+                                tracing::debug!(%peer, error = %e, "RESP TLS handshake failed");
+                            }
+                            Err(_) => {
+                                Metrics::inc(&m.tls_handshake_failures_total);
+                                Metrics::inc(&m.connections_timed_out_total);
+                                tracing::debug!(%peer, "RESP TLS handshake timed out");
                             }
                         }
                     }
@@ -194,6 +213,8 @@ enum Flow {
 /// Per-connection state that commands change.
 struct Session {
     id: u64,
+    /// The connection came over TLS.
+    tls: bool,
     /// Who the connection is, once known (at once where anonymous clients are served).
     identity: Option<Identity>,
     name: Option<Bytes>,
@@ -256,6 +277,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         Self {
             session: Session {
                 id: ctx.next_id.fetch_add(1, Relaxed),
+                tls: tls.is_some(),
                 identity: match ctx.policy.resolve(None, tls.as_ref()) {
                     Resolved::Known(id) => Some(id),
                     _ => None,
@@ -534,7 +556,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Connection<'a, S> {
         }
         if found.is_none() {
             if let Some(u) = user {
-                found = match policy.user(u, password) {
+                found = match policy.user(u, password, self.session.tls) {
                     Resolved::Known(id) => Some(id),
                     Resolved::Basic { user, password } => {
                         match policy.verify_basic(user, password).await {
