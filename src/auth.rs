@@ -16,7 +16,6 @@ use axum::http::Method;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
@@ -216,8 +215,9 @@ impl AuthConfig {
     /// is not bcrypt. (That `cert_identities` need a listener with a client CA is
     /// checked with the TLS settings.)
     pub fn load(path: &str) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| format!("a readable YAML file (cannot read it: {e})"))?;
+        let bytes =
+            crate::tls::read_bounded(path).map_err(|e| format!("a readable YAML file ({e})"))?;
+        let text = String::from_utf8(bytes).map_err(|_| "a UTF-8 YAML file".to_string())?;
         Self::parse(path, &text)
     }
 
@@ -226,7 +226,7 @@ impl AuthConfig {
             .add_source(config::File::from_str(text, config::FileFormat::Yaml))
             .build()
             .and_then(config::Config::try_deserialize)
-            .map_err(|e| format!("a valid auth file ({e})"))?;
+            .map_err(|e| format!("a valid auth file ({})", unquoted(&e.to_string())))?;
         let mut ids = std::collections::HashSet::new();
         let mut check_id = |what: &str, i: usize, id: &str| {
             if id.trim().is_empty() {
@@ -348,6 +348,16 @@ impl AuthConfig {
     }
 }
 
+/// `text` with every double-quoted part replaced by `"…"`: a parser's message quotes
+/// the value it did not expect, which may be a token or a hash.
+fn unquoted(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, part) in text.split('"').enumerate() {
+        out.push_str(if i % 2 == 1 { "\"…\"" } else { part });
+    }
+    out
+}
+
 impl From<String> for ConfigError {
     fn from(message: String) -> Self {
         ConfigError {
@@ -361,9 +371,10 @@ impl From<String> for ConfigError {
 // ---------------------------------------------------------------------------------------
 // Resolving a request's identity.
 
-/// bcrypt checks run at once per node; more wait up to [`BCRYPT_WAIT`], then get 503.
+/// bcrypt checks run at once per node; a request that finds them all busy gets 503
+/// OVERLOADED at once (it does not wait holding its in-flight slot, so a flood of
+/// wrong passwords cannot take the slots of other clients).
 const BCRYPT_PERMITS: usize = 2;
-const BCRYPT_WAIT: Duration = Duration::from_secs(2);
 
 /// How a listener decides who a request is: from the auth file, or from the single
 /// token.
@@ -545,9 +556,10 @@ impl Policy {
         user: usize,
         password: Vec<u8>,
     ) -> Result<Identity, BasicRefused> {
-        let permit = tokio::time::timeout(BCRYPT_WAIT, self.bcrypt.clone().acquire_owned())
-            .await
-            .map_err(|_| BasicRefused::Busy)?
+        let permit = self
+            .bcrypt
+            .clone()
+            .try_acquire_owned()
             .map_err(|_| BasicRefused::Busy)?;
         let hash = self.users[user].hash.clone();
         let pw = password.clone();
@@ -747,5 +759,6 @@ allow_basic_without_tls: true
             "subject_cn",
         );
         bad("allow_everyone: true", "allow_everyone");
+        bad("tokens: [\"s3cret\"]", "valid auth file");
     }
 }

@@ -102,6 +102,16 @@ fn raise_open_files_limit() -> u64 {
 
 /// Runs a node until it is told to stop; `Ok` means a clean shutdown (exit 0).
 pub async fn run(config: Config) -> Result<(), RunError> {
+    // The issuer first: a node that cannot check tokens starts nothing (no listener, no
+    // peer contact).
+    let oidc = match &config.oidc {
+        Some(settings) => Some(
+            oidc::Oidc::discover(settings.clone())
+                .await
+                .map_err(RunError::Oidc)?,
+        ),
+        None => None,
+    };
     let mut signals = Signals::install();
     let config = Arc::new(config);
     let api = bind(&config.api_addr, "HYPERCACHE_API_ADDR").await?;
@@ -156,14 +166,6 @@ pub async fn run(config: Config) -> Result<(), RunError> {
     let metrics = node.metrics().clone();
     // One policy for the client, management and RESP listeners: they share the
     // identities, the bcrypt bound and the cache of checked Basic passwords.
-    let oidc = match &config.oidc {
-        Some(settings) => Some(
-            oidc::Oidc::discover(settings.clone())
-                .await
-                .map_err(RunError::Oidc)?,
-        ),
-        None => None,
-    };
     let policy = Arc::new(auth::Policy::new(
         config.auth_config.as_deref(),
         config.auth_token.as_deref(),

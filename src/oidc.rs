@@ -13,7 +13,7 @@
 //! the fetch is checked against the new keys.
 
 use crate::auth::{Identity, Scope, Scopes};
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::jwk::AlgorithmParameters;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -77,6 +77,7 @@ fn client() -> Result<reqwest::Client, String> {
     .with_no_client_auth();
     reqwest::Client::builder()
         .use_preconfigured_tls(tls)
+        .no_proxy()
         .timeout(FETCH_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -104,12 +105,25 @@ fn check_url(what: &str, url: &str) -> Result<(), String> {
     }
 }
 
+/// An error with its causes (reqwest's own text does not say whether DNS, the
+/// connection, TLS or the timeout failed).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
+}
+
 async fn fetch(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, String> {
     let mut resp = http
         .get(url)
         .send()
         .await
-        .map_err(|e| format!("GET {url}: {e}"))?;
+        .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
     if !resp.status().is_success() {
         return Err(format!("GET {url}: status {}", resp.status()));
     }
@@ -123,12 +137,22 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<serde_json::Value, S
     serde_json::from_slice(&body).map_err(|e| format!("GET {url}: not JSON: {e}"))
 }
 
-/// The usable keys of a key set: asymmetric ones only, each with the algorithms its
-/// type allows (narrowed to its `alg` when it names one).
-fn keys_of(set: JwkSet) -> HashMap<String, Arc<Key>> {
+/// The usable keys of a key set: signing keys of an asymmetric type, each with the
+/// algorithms its type allows (narrowed to its `alg` when it names one). Each key is
+/// read on its own: one this build cannot use (another curve, an encryption key) is
+/// skipped, not fatal to the set.
+fn keys_of(set: &serde_json::Value) -> HashMap<String, Arc<Key>> {
     use Algorithm::*;
     let mut out = HashMap::new();
-    for jwk in set.keys {
+    let mut seen = std::collections::HashSet::new();
+    let listed = set["keys"].as_array().cloned().unwrap_or_default();
+    for raw in listed {
+        if raw["use"].as_str().is_some_and(|u| u != "sig") {
+            continue;
+        }
+        let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(raw) else {
+            continue;
+        };
         let family: Vec<Algorithm> = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => vec![RS256, RS384, RS512, PS256, PS384, PS512],
             AlgorithmParameters::EllipticCurve(_) => vec![ES256, ES384],
@@ -142,13 +166,18 @@ fn keys_of(set: JwkSet) -> HashMap<String, Arc<Key>> {
                 .collect(),
             None => family,
         };
+        let kid = jwk.common.key_id.clone().unwrap_or_default();
+        if !seen.insert(kid.clone()) {
+            // Two keys under one kid (or two without one): none of them can be chosen.
+            out.remove(&kid);
+            continue;
+        }
         let Ok(key) = DecodingKey::from_jwk(&jwk) else {
             continue;
         };
         if algorithms.is_empty() {
             continue;
         }
-        let kid = jwk.common.key_id.clone().unwrap_or_default();
         out.insert(kid, Arc::new(Key { key, algorithms }));
     }
     out
@@ -188,9 +217,14 @@ impl Oidc {
     }
 
     async fn fetch_keys(&self) -> Result<usize, String> {
-        let set: JwkSet = serde_json::from_value(fetch(&self.http, &self.jwks_uri).await?)
-            .map_err(|e| format!("the key set at {} is malformed: {e}", self.jwks_uri))?;
-        let keys = keys_of(set);
+        let set = fetch(&self.http, &self.jwks_uri).await?;
+        if !set["keys"].is_array() {
+            return Err(format!(
+                "the key set at {} has no keys array",
+                self.jwks_uri
+            ));
+        }
+        let keys = keys_of(&set);
         if keys.is_empty() {
             return Err(format!(
                 "the key set at {} holds no usable (asymmetric) key",
@@ -241,6 +275,8 @@ impl Oidc {
             return Err(Refused::Invalid);
         }
         let mut v = Validation::new(header.alg);
+        // Present and matching: the library checks iss and aud only when a token has them.
+        v.set_required_spec_claims(&["exp", "iss", "aud"]);
         v.set_issuer(&[&self.settings.issuer]);
         v.set_audience(&[&self.settings.audience]);
         v.validate_nbf = true;

@@ -53,9 +53,28 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 // Messages name no path: the variable they are reported under says which file.
 
+/// Most bytes read from a configured file (a PEM bundle, the auth file).
+pub const MAX_FILE: u64 = 4 << 20;
+
+/// Reads at most [`MAX_FILE`] bytes of `path`; a longer file is an error (so that a
+/// setting naming a device or a huge file cannot stall start-up or exhaust memory).
+pub fn read_bounded(path: &str) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path).map_err(|e| format!("cannot open it: {e}"))?;
+    let mut out = Vec::new();
+    f.take(MAX_FILE + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if out.len() as u64 > MAX_FILE {
+        return Err(format!("it is larger than {MAX_FILE} bytes"));
+    }
+    Ok(out)
+}
+
 fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("a readable PEM file of certificates ({e})"))?
+    let bytes =
+        read_bounded(path).map_err(|e| format!("a readable PEM file of certificates ({e})"))?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("a PEM file of certificates; it holds a malformed one ({e})"))?;
     if certs.is_empty() {
@@ -65,8 +84,10 @@ fn certs(path: &str) -> Result<Vec<CertificateDer<'static>>, String> {
 }
 
 fn key(path: &str) -> Result<PrivateKeyDer<'static>, String> {
-    PrivateKeyDer::from_pem_file(path)
-        .map_err(|e| format!("a readable PEM file with a private key ({e})"))
+    let bytes =
+        read_bounded(path).map_err(|e| format!("a readable PEM file with a private key ({e})"))?;
+    PrivateKeyDer::from_pem_slice(&bytes)
+        .map_err(|e| format!("a PEM file with a private key ({e})"))
 }
 
 fn roots(path: &str) -> Result<Arc<RootCertStore>, String> {

@@ -341,7 +341,7 @@ fn start_up_refuses_a_bad_auth_file() {
             Some("users: [{id: u, username: u, password_bcrypt: s3cret, scopes: [read]}]"),
             "bcrypt",
         ),
-        (None, "cannot read"),
+        (None, "cannot open"),
     ] {
         let out = run(text);
         assert_eq!(out.status.code(), Some(2), "{out:?}");

@@ -130,6 +130,13 @@ async fn signed_tokens_are_identities_and_nothing_else_is() {
     let other_iss = k1.token(&claims("http://127.0.0.1:1", "svc-a", json!("read"), 600));
     let mut nosub = claims(&iss, "svc-a", json!("read"), 600);
     nosub.as_object_mut().unwrap().remove("sub");
+    let without = |claim: &str| {
+        let mut c = claims(&iss, "svc-a", json!("read"), 600);
+        c.as_object_mut().unwrap().remove(claim);
+        k1.token(&c)
+    };
+    let mut numeric_iss = claims(&iss, "svc-a", json!("read"), 600);
+    numeric_iss["iss"] = json!(7);
     let forged = Signer::new("k1").token(&claims(&iss, "svc-a", json!("read"), 600));
     let parts: Vec<&str> = rw.split('.').collect();
     let mut body: Value =
@@ -159,6 +166,11 @@ async fn signed_tokens_are_identities_and_nothing_else_is() {
         ("audience", k1.token(&aud)),
         ("issuer", other_iss),
         ("no sub", k1.token(&nosub)),
+        ("no aud", without("aud")),
+        ("no iss", without("iss")),
+        ("no exp", without("exp")),
+        ("numeric iss", k1.token(&numeric_iss)),
+        ("oversize", format!("{rw}{}", "A".repeat(20_000))),
         ("forged", forged),
         ("tampered", tampered),
         ("unsigned", unsigned),

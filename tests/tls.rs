@@ -236,13 +236,15 @@ async fn client_api_with_mutual_tls_and_certificate_identities() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
-    // Pinned: another certificate (even one the same CA signed) is not this node.
+    // Pinned: another certificate (even one the same CA signed, presented as a valid
+    // client certificate) is not this node.
     let out = std::process::Command::new(binary())
         .arg("healthcheck")
         .env_clear()
         .env("HYPERCACHE_API_ADDR", format!("127.0.0.1:{}", n.api))
         .env("HYPERCACHE_API_TLS_CERT", &other_cert)
         .env("HYPERCACHE_API_TLS_KEY", &other_key)
+        .env("HYPERCACHE_API_TLS_CLIENT_CA", pki.ca_path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");

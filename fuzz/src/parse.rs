@@ -14,7 +14,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 fn query(q: &str) {
-    let pairs = query_pairs(Some(q));
+    // A name or value that is not UTF-8 once decoded is refused, nothing else.
+    let Ok(pairs) = query_pairs(Some(q)) else {
+        assert!(q.contains('%'), "query_pairs refused {q:?} without a percent escape");
+        return;
+    };
     if let Ok(Some(ttl)) = parse_ttl(&pairs) {
         assert!(
             ttl >= Duration::from_millis(1) && ttl <= MAX_TTL,

@@ -284,6 +284,8 @@ async fn connection(
             return;
         }
     };
+    // The handshake's bytes started the header timer; the first request has not.
+    state.head_since.store(0, Relaxed);
     let info = TlsPeer {
         client_cn: crate::tls::client_cn(stream.get_ref().1),
     };
