@@ -290,6 +290,9 @@ impl NodeHandle {
                 "max is at most {MAX_SCAN_KEYS}"
             )));
         }
+        // This node's own slot first: an overloaded node answers 503 before it spends its
+        // peers' scan slots.
+        let permit = self.service.scan_permit()?;
         let view = self.view();
         let mut partial_nodes = Vec::new();
         let mut asked = Vec::new();
@@ -307,10 +310,20 @@ impl NodeHandle {
             };
             self.service.wire.call(&m.address, req, SCAN_TIMEOUT)
         });
+        let stale = self.service.data_stale();
         let (local, remote) = tokio::join!(
-            self.service.scan_local(&filter, max),
+            async {
+                if stale {
+                    Ok((Vec::new(), 0))
+                } else {
+                    self.service.scan_local(&filter, max, permit).await
+                }
+            },
             futures_util::future::join_all(remote)
         );
+        if stale {
+            partial_nodes.push(view.self_id.clone());
+        }
         let (keys, matched) = local?;
         let mut lists = vec![(keys, matched)];
         for (m, reply) in asked.iter().zip(remote) {

@@ -280,7 +280,8 @@ impl DistService {
                         "a key scan returns at most {MAX_SCAN_KEYS} keys"
                     )));
                 }
-                let (keys, matched) = self.scan_local(&Arc::new(filter), max).await?;
+                let permit = self.scan_permit()?;
+                let (keys, matched) = self.scan_local(&Arc::new(filter), max, permit).await?;
                 CallReply::Keys(KeyScanReply { keys, matched })
             }
         })
@@ -403,17 +404,35 @@ impl DistService {
         Ok(AeFetchReply { records })
     }
 
-    /// This node's part of a key scan: at most [`MAX_SCAN_IN_FLIGHT`] at once (more get
-    /// `OVERLOADED`, counted), each a pass over every shard.
+    /// One of the [`MAX_SCAN_IN_FLIGHT`] key scan permits, or `OVERLOADED` (counted).
+    pub fn scan_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, CacheError> {
+        self.scan_permits.clone().try_acquire_owned().map_err(|_| {
+            Metrics::inc(&self.metrics.requests_rejected_overload_total);
+            CacheError::Overloaded
+        })
+    }
+
+    /// True while this node's data is stale (cut off past the tombstone retention): its
+    /// store answers nothing, so a scan of it would look like an empty node.
+    pub fn data_stale(&self) -> bool {
+        self.shards.stale()
+    }
+
+    /// This node's part of a key scan, under a permit of [`Self::scan_permit`]: a pass
+    /// over every shard. A node whose data is stale refuses (the asker lists it as
+    /// missing instead of taking its silence for an empty store).
     pub async fn scan_local(
         &self,
         filter: &Arc<KeyFilter>,
         max: usize,
+        _permit: tokio::sync::OwnedSemaphorePermit,
     ) -> Result<(Vec<crate::types::Key>, u64), CacheError> {
-        let _permit = self.scan_permits.clone().try_acquire_owned().map_err(|_| {
-            Metrics::inc(&self.metrics.requests_rejected_overload_total);
-            CacheError::Overloaded
-        })?;
+        if self.data_stale() {
+            return Err(CacheError::Internal(
+                "this node's data is stale (it was cut off longer than the tombstone retention)"
+                    .into(),
+            ));
+        }
         self.shards.scan_keys(filter, max).await
     }
 
