@@ -9,6 +9,7 @@ pub mod healthcheck;
 pub mod http;
 pub mod logging;
 pub mod oidc;
+pub mod process;
 pub mod resp;
 pub mod tls;
 

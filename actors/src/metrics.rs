@@ -17,6 +17,8 @@ macro_rules! define_metrics {
             $( #[doc = $help] pub $name: AtomicU64, )*
             /// Request latency per route.
             pub latency: RouteLatency,
+            /// HTTP responses per route and status code.
+            pub responses: Responses,
             /// Queue and batch figures per peer (label `peer`).
             pub peers: PeerMetrics,
         }
@@ -289,6 +291,47 @@ impl Histogram {
     }
 }
 
+/// The status codes the HTTP listeners answer with, each counted on its own; any other
+/// code is counted under `other`.
+pub const STATUS_CODES: [u16; 13] = [
+    200, 202, 400, 401, 403, 404, 405, 408, 411, 413, 429, 500, 503,
+];
+
+/// HTTP responses per route of [`ROUTES`] and status code of [`STATUS_CODES`] (plus
+/// `other`): a fixed table, so the label set is bounded whatever clients send.
+#[derive(Debug, Default)]
+pub struct Responses {
+    counts: [[AtomicU64; STATUS_CODES.len() + 1]; ROUTES.len()],
+}
+
+impl Responses {
+    /// Counts one response of route `ROUTES[route]` (out of range: `other`).
+    pub fn record(&self, route: usize, status: u16) {
+        let code = STATUS_CODES
+            .iter()
+            .position(|c| *c == status)
+            .unwrap_or(STATUS_CODES.len());
+        self.counts[route.min(ROUTES.len() - 1)][code].fetch_add(1, Relaxed);
+    }
+
+    /// `(route, code, count)` of every non-zero cell; code `other` for the rest.
+    pub fn rows(&self) -> Vec<(&'static str, String, u64)> {
+        let mut out = Vec::new();
+        for (route, row) in ROUTES.iter().zip(self.counts.iter()) {
+            for (i, c) in row.iter().enumerate() {
+                let n = c.load(Relaxed);
+                if n > 0 {
+                    let code = STATUS_CODES
+                        .get(i)
+                        .map_or("other".to_string(), u16::to_string);
+                    out.push((*route, code, n));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// A histogram per route of [`ROUTES`].
 #[derive(Debug, Default)]
 pub struct RouteLatency {
@@ -340,6 +383,12 @@ pub fn render_prometheus(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> Stri
         let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
         let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
+    }
+    let name = "hypercache_http_responses_total";
+    let _ = writeln!(out, "# HELP {name} HTTP responses by route and status code (codes outside the usual set under code=\"other\").");
+    let _ = writeln!(out, "# TYPE {name} counter");
+    for (route, code, n) in m.responses.rows() {
+        let _ = writeln!(out, "{name}{{route=\"{route}\",code=\"{code}\"}} {n}");
     }
     let rows = m.peers.rows();
     for (i, (series, kind, help)) in PEER_SERIES_HELP.iter().enumerate() {

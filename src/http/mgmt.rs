@@ -207,7 +207,8 @@ async fn config(State(s): State<AppState>) -> Json<serde_json::Value> {
 
 async fn prometheus(State(s): State<AppState>) -> Result<Response, ApiError> {
     let st = s.node.store_stats().await?;
-    let text = render_prometheus(s.node.metrics(), &store_rows(&st));
+    let mut text = render_prometheus(s.node.metrics(), &store_rows(&st));
+    crate::process::render(&mut text);
     Ok((
         [(
             header::CONTENT_TYPE,

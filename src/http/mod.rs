@@ -460,6 +460,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for InstrumentedFu
         let metrics = this.state.0.node.metrics();
         Metrics::inc(&metrics.requests_total);
         metrics
+            .responses
+            .record(*this.route, response.status().as_u16());
+        metrics
             .latency
             .observe_at(*this.route, this.started.elapsed().as_secs_f64());
         Poll::Ready(Ok(response))
