@@ -995,6 +995,7 @@ mod tests {
 
     #[test]
     fn security_settings_and_tokens() {
+        fails(&[("OIDC_SCOPE_CLAIM", "roles")], "OIDC_SCOPE_CLAIM");
         let e = fails(&[("OIDC_ISSUER", "https://idp.example")], "OIDC_ISSUER");
         assert!(!e.to_string().contains("idp.example"), "{e}");
         for var in ["ADMIN_PASSWORD", "API_TLS_PASSPHRASE"] {

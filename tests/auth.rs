@@ -166,20 +166,10 @@ async fn every_route_checks_credentials_and_scope() {
         }
     }
     assert_eq!(checked, routes.len() * creds.len() - 1);
-    let (_, m) = call(
-        &n,
-        true,
-        &Method::GET,
-        "/metrics",
-        Cred::Token(READER, Need::Read),
-    )
-    .await;
-    let forbidden: u64 = m
-        .lines()
-        .find_map(|l| l.strip_prefix("hypercache_requests_forbidden_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let m = n.prometheus(READER).await;
+    let forbidden = prom_value(&m, "hypercache_requests_forbidden_total")
         .unwrap_or_else(|| panic!("no forbidden counter in {m}"));
-    assert!(forbidden >= 40, "{forbidden}");
+    assert!(forbidden >= 40.0, "{forbidden}");
 
     // The admin token drains the node: the last route of the matrix.
     let (status, body) = call(

@@ -5,13 +5,6 @@ mod common;
 
 use common::*;
 
-/// The value of the series whose line starts with `series ` in `text`.
-fn value(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn responses_by_status_and_process_figures() {
     let n = Node::start("metrics", &[("AUTH_TOKEN", TOKEN)]).await;
@@ -20,18 +13,9 @@ async fn responses_by_status_and_process_figures() {
     assert_eq!(n.get("missing").await.status(), 404);
     let r = n.http.get(n.api_url("/v1/cache/k")).send().await.unwrap();
     assert_eq!(r.status(), 401);
-    let text = n
-        .http
-        .get(n.mgmt_url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = n.prometheus(TOKEN).await;
     let responses = |route: &str, code: &str| {
-        value(
+        prom_value(
             &text,
             &format!("hypercache_http_responses_total{{route=\"{route}\",code=\"{code}\"}}"),
         )
@@ -45,14 +29,17 @@ async fn responses_by_status_and_process_figures() {
         "only non-zero cells are listed"
     );
     assert!(
-        value(&text, "process_resident_memory_bytes").unwrap() > 1e6,
+        prom_value(&text, "process_resident_memory_bytes").unwrap() > 1e6,
         "{text}"
     );
-    assert!(value(&text, "process_open_fds").unwrap() >= 3.0);
-    assert!(value(&text, "process_max_fds").unwrap() >= value(&text, "process_open_fds").unwrap());
+    assert!(prom_value(&text, "process_open_fds").unwrap() >= 3.0);
+    assert!(
+        prom_value(&text, "process_max_fds").unwrap()
+            >= prom_value(&text, "process_open_fds").unwrap()
+    );
     // Counted in clock ticks (10 ms): a node this young may not have used one yet.
-    assert!(value(&text, "process_cpu_seconds_total").unwrap() >= 0.0);
-    let start = value(&text, "process_start_time_seconds").unwrap();
+    assert!(prom_value(&text, "process_cpu_seconds_total").unwrap() >= 0.0);
+    let start = prom_value(&text, "process_start_time_seconds").unwrap();
     let now = now_ms() as f64 / 1000.0;
     assert!(
         start <= now + 1.0 && start > now - 600.0,

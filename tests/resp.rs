@@ -361,17 +361,7 @@ async fn redis_cli_and_http_share_a_three_node_cluster() {
     let m = c.node(1).mgmt_json("/dist/metrics").await;
     assert!(m["resp_commands_total"].as_u64().unwrap() >= 5, "{m}");
     assert!(m["resp_connections_total"].as_u64().unwrap() >= 4, "{m}");
-    let text = c
-        .node(2)
-        .http
-        .get(c.node(2).mgmt_url("/metrics"))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = c.node(2).prometheus(TOKEN).await;
     assert!(
         text.contains("route=\"resp_read\""),
         "latency by RESP route"

@@ -186,22 +186,10 @@ async fn client_api_with_mutual_tls_and_certificate_identities() {
         .send()
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != 200);
-    let metrics = n
-        .http
-        .get(n.mgmt_url("/metrics"))
-        .bearer_auth("ops-token")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let failures: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("hypercache_tls_handshake_failures_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let metrics = n.prometheus("ops-token").await;
+    let failures = prom_value(&metrics, "hypercache_tls_handshake_failures_total")
         .unwrap_or_else(|| panic!("no handshake counter in {metrics}"));
-    assert!(failures >= 2, "{failures}");
+    assert!(failures >= 2.0, "{failures}");
 
     // RESP speaks the same TLS; the certificate's identity holds from the start.
     let connector =

@@ -328,7 +328,12 @@ impl NodeHandle {
         let mut lists = vec![(keys, matched)];
         for (m, reply) in asked.iter().zip(remote) {
             match reply {
-                Ok(r) if r.keys.len() <= max && r.keys.iter().all(|k| filter.matches(k)) => {
+                Ok(r)
+                    if r.keys.len() <= max
+                        && r.keys.iter().all(|k| {
+                            crate::types::validate_key(k).is_ok() && filter.matches(k)
+                        }) =>
+                {
                     lists.push((r.keys, r.matched));
                 }
                 Ok(_) => {

@@ -103,7 +103,28 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_hypercache-server")
 }
 
+/// The value of the Prometheus series written exactly as `series` (name and labels) in
+/// the exposition `text`.
+pub fn prom_value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 impl Node {
+    /// `GET /metrics` on the management listener with `token`: the exposition text.
+    pub async fn prometheus(&self, token: &str) -> String {
+        self.http
+            .get(self.mgmt_url("/metrics"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Starts a node with `env` (plus loopback listener addresses) and waits until
     /// `/healthz` answers.
     pub async fn start(id: &str, env: &[(&str, &str)]) -> Node {
