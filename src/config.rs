@@ -660,30 +660,42 @@ impl Config {
                 "cert_identities only with a listener that verifies client certificates: set HYPERCACHE_API_TLS_CLIENT_CA (or HYPERCACHE_MGMT_TLS_CLIENT_CA), or remove them",
             ));
         }
-        let oidc =
-            match (r.set("OIDC_ISSUER"), r.set("OIDC_AUDIENCE")) {
-                (None, None) => None,
-                (Some(issuer), Some(audience)) => Some(crate::oidc::OidcSettings {
-                    issuer,
-                    audience,
-                    identity_claim: r.set("OIDC_IDENTITY_CLAIM").unwrap_or_else(|| "sub".into()),
-                    scope_claim: r.set("OIDC_SCOPE_CLAIM").unwrap_or_else(|| "scope".into()),
-                }),
-                // Each names the variable that is set (so `check_all` goes on past it) and
-                // does not echo it.
-                (None, Some(_)) => {
-                    return Err(Reader::err(
-                        "HYPERCACHE_OIDC_AUDIENCE",
-                        "[not shown]",
-                        "set together with HYPERCACHE_OIDC_ISSUER (the issuer URL)",
-                    ))
+        let oidc = match (r.set("OIDC_ISSUER"), r.set("OIDC_AUDIENCE")) {
+            (None, None) => {
+                // A claim setting without an issuer would be ignored: refuse it.
+                for claim in ["OIDC_IDENTITY_CLAIM", "OIDC_SCOPE_CLAIM"] {
+                    if r.set(claim).is_some() {
+                        return Err(r.invalid(
+                                claim,
+                                "unset, or set with HYPERCACHE_OIDC_ISSUER and HYPERCACHE_OIDC_AUDIENCE (it only applies to their tokens)",
+                            ));
+                    }
                 }
-                (Some(_), None) => return Err(Reader::err(
+                None
+            }
+            (Some(issuer), Some(audience)) => Some(crate::oidc::OidcSettings {
+                issuer,
+                audience,
+                identity_claim: r.set("OIDC_IDENTITY_CLAIM").unwrap_or_else(|| "sub".into()),
+                scope_claim: r.set("OIDC_SCOPE_CLAIM").unwrap_or_else(|| "scope".into()),
+            }),
+            // Each names the variable that is set (so `check_all` goes on past it) and
+            // does not echo it.
+            (None, Some(_)) => {
+                return Err(Reader::err(
+                    "HYPERCACHE_OIDC_AUDIENCE",
+                    "[not shown]",
+                    "set together with HYPERCACHE_OIDC_ISSUER (the issuer URL)",
+                ))
+            }
+            (Some(_), None) => {
+                return Err(Reader::err(
                     "HYPERCACHE_OIDC_ISSUER",
                     "[not shown]",
                     "set together with HYPERCACHE_OIDC_AUDIENCE (the audience tokens must name)",
-                )),
-            };
+                ))
+            }
+        };
         let peer_token = r
             .raw("PEER_TOKEN")
             .map(|(_, v)| v)
