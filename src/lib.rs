@@ -11,6 +11,7 @@ pub mod logging;
 pub mod oidc;
 pub mod process;
 pub mod resp;
+pub mod telemetry;
 pub mod tls;
 
 use config::{Config, ListenAddr};
@@ -102,7 +103,10 @@ fn raise_open_files_limit() -> u64 {
 }
 
 /// Runs a node until it is told to stop; `Ok` means a clean shutdown (exit 0).
-pub async fn run(config: Config) -> Result<(), RunError> {
+pub async fn run(
+    config: Config,
+    telemetry: Option<Arc<telemetry::Telemetry>>,
+) -> Result<(), RunError> {
     // The issuer first: a node that cannot check tokens starts nothing (no listener, no
     // peer contact).
     let oidc = match &config.oidc {
@@ -161,9 +165,12 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .await
         .map_err(|e| RunError::Actors(e.to_string()))?;
     let node = Arc::new(node);
-    let state = AppState::new(node.clone(), config.clone());
     let (stop_client_tx, stop_client) = watch::channel(false);
     let (stop_rest_tx, stop_rest) = watch::channel(false);
+    let state = AppState::new(node.clone(), config.clone(), stop_rest.clone());
+    if let Some(t) = &telemetry {
+        t.push_metrics(node.clone(), config.clone());
+    }
     let metrics = node.metrics().clone();
     // One policy for the client, management and RESP listeners: they share the
     // identities, the bcrypt bound and the cache of checked Basic passwords.
@@ -292,6 +299,10 @@ pub async fn run(config: Config) -> Result<(), RunError> {
         .is_err()
     {
         tracing::warn!("management or dist listener did not stop within 5s");
+    }
+    // 4. The last telemetry, within its own bound (a dead collector costs at most that).
+    if let Some(t) = telemetry {
+        let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }
     tracing::info!("stopped cleanly");
     Ok(())

@@ -82,19 +82,29 @@ where
 
 /// Installs the global subscriber. Our crates log at the configured level; dependencies
 /// only at `warn` and above (unless the level is stricter).
-pub fn init(config: &Config) {
+///
+/// `otel`, when traces are exported, is the layer that turns the trace spans into
+/// OpenTelemetry spans (with its own filter: the log level does not decide what is
+/// traced, and the trace spans are not logged).
+pub fn init(config: &Config, otel: Option<crate::telemetry::Layer>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
     let lvl = &config.log_level;
     let base = if lvl == "error" { "error" } else { "warn" };
     let filter = EnvFilter::new(format!(
         "{base},hypercache_server={lvl},hypercache_actors={lvl}"
     ));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .event_format(NodeFormat {
             node: config.node_id.clone(),
             format: config.log_format,
         })
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt)
         .try_init();
 }

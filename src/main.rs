@@ -31,7 +31,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    hypercache_server::logging::init(&config);
+    let otel_vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("OTEL_"))
+        .collect();
+    let otel = match hypercache_server::telemetry::Settings::from_vars(&otel_vars, &config.node_id)
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("hypercache-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (telemetry, layer) = match otel.map(hypercache_server::telemetry::Telemetry::start) {
+        None => (None, None),
+        Some(Ok((t, layer))) => (Some(t), layer),
+        Some(Err(e)) => {
+            eprintln!("hypercache-server: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    hypercache_server::logging::init(&config, layer);
     for var in Config::unknown_vars(&vars) {
         tracing::warn!(%var, "unknown HYPERCACHE_ variable ignored (typo?)");
     }
@@ -45,7 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(hypercache_server::run(config)) {
+    match runtime.block_on(hypercache_server::run(config, telemetry)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -71,6 +90,24 @@ fn check_config() -> ExitCode {
             eprintln!("hypercache-server: warning: unknown variable {var} is ignored (typo?)");
         }
     }
+    let otel_vars: std::collections::HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("OTEL_"))
+        .collect();
+    let node_id = checked
+        .as_ref()
+        .map_or(String::new(), |c| c.node_id.clone());
+    let checked = match (
+        checked,
+        hypercache_server::telemetry::Settings::from_vars(&otel_vars, &node_id),
+    ) {
+        (Ok(c), Ok(_)) => Ok(c),
+        (Ok(_), Err(e)) => Err(vec![e]),
+        (Err(mut errors), Err(e)) => {
+            errors.push(e);
+            Err(errors)
+        }
+        (Err(errors), Ok(_)) => Err(errors),
+    };
     match checked {
         Ok(config) => match serde_json::to_string_pretty(&config) {
             Ok(json) => {

@@ -3,8 +3,6 @@
 //! descriptors, start time. Read from `/proc` when `/metrics` is scraped; a figure that
 //! cannot be read is left out, never made up.
 
-use std::fmt::Write;
-
 /// Clock ticks per second and the page size, from the C library.
 fn sysconf(name: libc::c_int) -> Option<u64> {
     // SAFETY: sysconf only reads the configuration value named.
@@ -91,15 +89,6 @@ pub fn figures() -> Vec<(&'static str, &'static str, &'static str, f64)> {
         ));
     }
     out
-}
-
-/// The figures in Prometheus text exposition.
-pub fn render(out: &mut String) {
-    for (name, help, kind, value) in figures() {
-        let _ = writeln!(out, "# HELP {name} {help}");
-        let _ = writeln!(out, "# TYPE {name} {kind}");
-        let _ = writeln!(out, "{name} {value}");
-    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,16 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+use tracing::Instrument;
+
+/// The span of one replica call (exported with traces only, see [`crate::trace`]).
+fn call_span(owner: &str, me: &str, call: &'static str) -> tracing::Span {
+    if owner == me {
+        tracing::info_span!(target: crate::trace::TARGET, "local.call", call)
+    } else {
+        tracing::info_span!(target: crate::trace::TARGET, "peer.call", call, peer = %owner)
+    }
+}
 
 /// What a coordinated write reports back.
 #[derive(Debug, Clone)]
@@ -328,6 +338,27 @@ impl Coordinator {
         expires_at_ms: Option<u64>,
         now: u64,
     ) -> Result<Version, (CacheError, Option<Version>)> {
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "coordinator.write",
+            owners = owners.len(),
+            needed,
+            delete = value.is_none(),
+        );
+        self.write_loop(key, owners, needed, value, expires_at_ms, now)
+            .instrument(span)
+            .await
+    }
+
+    async fn write_loop(
+        &self,
+        key: &str,
+        owners: &[String],
+        needed: usize,
+        value: Option<Bytes>,
+        expires_at_ms: Option<u64>,
+        now: u64,
+    ) -> Result<Version, (CacheError, Option<Version>)> {
         let origin = crate::types::origin_of(self.me());
         let mut version = Version {
             hlc: self.hlc.now(now),
@@ -464,13 +495,17 @@ impl Coordinator {
     /// One replica write: the local shard, or a call queued on the owner's peer actor.
     fn replicate_to(&self, owner: &str, key: &str, write: Write) -> Answer<ApplyOutcome> {
         let owner = owner.to_owned();
+        let span = call_span(&owner, self.me(), "replicate");
         if owner == self.me() {
             let shards = self.shards.clone();
             let key = key.to_owned();
-            return Box::pin(async move {
-                let r = shards.apply(&key, write).await.map_err(|e| e.to_string());
-                (owner, r)
-            });
+            return Box::pin(
+                async move {
+                    let r = shards.apply(&key, write).await.map_err(|e| e.to_string());
+                    (owner, r)
+                }
+                .instrument(span),
+            );
         }
         Metrics::inc(&self.metrics.forwards_total);
         let call = Call::Replicate(Replicate {
@@ -480,46 +515,53 @@ impl Coordinator {
             }],
             mode: ApplyMode::Normal,
         });
-        let rx = self.peers.send(&owner, call, true);
-        Box::pin(async move {
-            let r = match rx.await {
-                Ok(Ok(CallReply::Replicate(r))) if r.outcomes.len() == 1 => Ok(r.outcomes[0]),
-                Ok(Ok(_)) => Err("peer answered another reply".to_owned()),
-                Ok(Err(e)) => Err(reply_error(e)),
-                Err(_) => Err(reply_error(TransportError::Dropped)),
-            };
-            (owner, r)
-        })
+        let rx = span.in_scope(|| self.peers.send(&owner, call, true));
+        Box::pin(
+            async move {
+                let r = match rx.await {
+                    Ok(Ok(CallReply::Replicate(r))) if r.outcomes.len() == 1 => Ok(r.outcomes[0]),
+                    Ok(Ok(_)) => Err("peer answered another reply".to_owned()),
+                    Ok(Err(e)) => Err(reply_error(e)),
+                    Err(_) => Err(reply_error(TransportError::Dropped)),
+                };
+                (owner, r)
+            }
+            .instrument(span),
+        )
     }
 
     /// One replica read: the local shard, or a call queued on the owner's peer actor.
     fn read_from(&self, owner: &str, key: &str) -> Answer<Option<Write>> {
         let owner = owner.to_owned();
+        let span = call_span(&owner, self.me(), "read");
         if owner == self.me() {
             let shards = self.shards.clone();
             let key = key.to_owned();
-            return Box::pin(async move {
-                let r = shards.read(&key).await.map_err(|e| e.to_string());
-                (owner, r)
-            });
+            return Box::pin(
+                async move {
+                    let r = shards.read(&key).await.map_err(|e| e.to_string());
+                    (owner, r)
+                }
+                .instrument(span),
+            );
         }
         Metrics::inc(&self.metrics.forwards_total);
-        let rx = self.peers.send(
-            &owner,
-            Call::Read(Read {
-                key: key.to_owned(),
-            }),
-            true,
-        );
-        Box::pin(async move {
-            let r = match rx.await {
-                Ok(Ok(CallReply::Read(r))) => Ok(r.record),
-                Ok(Ok(_)) => Err("peer answered another reply".to_owned()),
-                Ok(Err(e)) => Err(reply_error(e)),
-                Err(_) => Err(reply_error(TransportError::Dropped)),
-            };
-            (owner, r)
-        })
+        let call = Call::Read(Read {
+            key: key.to_owned(),
+        });
+        let rx = span.in_scope(|| self.peers.send(&owner, call, true));
+        Box::pin(
+            async move {
+                let r = match rx.await {
+                    Ok(Ok(CallReply::Read(r))) => Ok(r.record),
+                    Ok(Ok(_)) => Err("peer answered another reply".to_owned()),
+                    Ok(Err(e)) => Err(reply_error(e)),
+                    Err(_) => Err(reply_error(TransportError::Dropped)),
+                };
+                (owner, r)
+            }
+            .instrument(span),
+        )
     }
 
     /// The order a `one` read asks owners in: this node first, then alive owners in ring

@@ -99,6 +99,7 @@ impl HintState {
         m.hints_dropped_total.store(st.dropped, Relaxed);
         m.hints_pending.store(q.len() as u64, Relaxed);
         m.hints_bytes.store(q.bytes(), Relaxed);
+        m.hint_backlog.set(q.backlog());
     }
 
     fn replay(&mut self, myself: &ActorRef<HintMsg>) {

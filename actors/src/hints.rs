@@ -92,6 +92,14 @@ impl HintQueue {
         p
     }
 
+    /// `(peer, hints queued)` of every peer with hints.
+    pub fn backlog(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.peers
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(p, q)| (p.as_str(), q.len() as u64))
+    }
+
     /// Hints queued for `peer`.
     pub fn len_for(&self, peer: &str) -> usize {
         self.peers.get(peer).map_or(0, VecDeque::len)

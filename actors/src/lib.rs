@@ -39,6 +39,7 @@ pub mod sim;
 pub mod slot;
 pub mod store;
 pub mod swim;
+pub mod trace;
 pub mod transport;
 pub mod types;
 

@@ -21,6 +21,8 @@ macro_rules! define_metrics {
             pub responses: Responses,
             /// Queue and batch figures per peer (label `peer`).
             pub peers: PeerMetrics,
+            /// Hints queued per peer (label `peer`).
+            pub hint_backlog: HintBacklog,
         }
 
         impl Metrics {
@@ -119,6 +121,7 @@ define_metrics! {
     counter gossip_entries_refused_total: "Gossiped member entries ignored: invalid id or address, an incarnation jump, an address change not from the member itself, or the member cap.",
     counter clock_skew_refusals_total: "Peer requests refused before anything was applied because the sender's clock differed from this node's by more than the allowed drift (60 s).",
     gauge clock_drift_max_ms: "Largest difference seen between a peer's wall clock (as its requests carry it) and this node's, in milliseconds.",
+    gauge shard_calls_in_flight: "Calls sent to the shard actors and not answered yet, all shards: messages waiting in their mailboxes plus those being handled.",
     counter read_hedges_total: "Reads at `one` that asked a further owner because the first had not answered within HYPERCACHE_READ_HEDGE.",
 }
 
@@ -354,56 +357,233 @@ impl RouteLatency {
     }
 }
 
-/// Prometheus text exposition of the node metrics plus `extra` `(name, help, kind, value)`
-/// rows (the store counters).
-pub fn render_prometheus(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> String {
-    let mut out = String::with_capacity(8 * 1024);
-    for (name, help, kind, value) in m.snapshot().iter().chain(extra.iter()) {
-        let _ = writeln!(out, "# HELP hypercache_{name} {help}");
-        let _ = writeln!(out, "# TYPE hypercache_{name} {kind}");
-        let _ = writeln!(out, "hypercache_{name} {value}");
+/// The kind of a metric family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Only ever grows (a cumulative, monotonic sum).
+    Counter,
+    /// A value now.
+    Gauge,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        }
     }
-    let name = "hypercache_request_duration_seconds";
-    let _ = writeln!(out, "# HELP {name} Request latency by route.");
+
+    fn parse(kind: &str) -> Self {
+        if kind == "counter" {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        }
+    }
+}
+
+/// A sample value: whole numbers stay exact, ratios and seconds are floats.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+impl Value {
+    pub fn as_f64(self) -> f64 {
+        match self {
+            Value::Int(v) => v as f64,
+            Value::Float(v) => v,
+        }
+    }
+}
+
+impl std::fmt::Display for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Int(v) => write!(f, "{v}"),
+            Value::Float(v) => write!(f, "{v}"),
+        }
+    }
+}
+
+/// One metric family with its samples: what both `/metrics` and the OTLP export read,
+/// so the two cannot list different metrics.
+#[derive(Debug, Clone)]
+pub struct Family {
+    /// The full name (`hypercache_…`, or `process_…`).
+    pub name: String,
+    pub help: &'static str,
+    pub kind: Kind,
+    /// `(labels, value)` per series.
+    pub samples: Vec<(Vec<(&'static str, String)>, Value)>,
+}
+
+impl Family {
+    /// A family of one unlabelled sample.
+    pub fn single(name: String, help: &'static str, kind: Kind, value: Value) -> Self {
+        Self {
+            name,
+            help,
+            kind,
+            samples: vec![(Vec::new(), value)],
+        }
+    }
+
+    /// A node figure `hypercache_{name}` from a `(name, help, kind, value)` row.
+    pub fn row(name: &str, help: &'static str, kind: &str, value: u64) -> Self {
+        Self::single(
+            format!("hypercache_{name}"),
+            help,
+            Kind::parse(kind),
+            Value::Int(value),
+        )
+    }
+}
+
+/// One latency histogram series: per-bucket counts (not cumulative, bounds
+/// [`LATENCY_BUCKETS`], the overflow bucket last), count and sum in seconds.
+#[derive(Debug, Clone)]
+pub struct HistogramSeries {
+    pub route: &'static str,
+    pub buckets: Vec<u64>,
+    pub count: u64,
+    pub sum: f64,
+}
+
+/// Name and help of the request latency histogram.
+pub const LATENCY_NAME: &str = "hypercache_request_duration_seconds";
+pub const LATENCY_HELP: &str = "Request latency by route.";
+
+/// Every family of the node's own instruments (the store's and the process's come from
+/// their owners as `extra`).
+pub fn families(m: &Metrics) -> Vec<Family> {
+    let mut out: Vec<Family> = m
+        .snapshot()
+        .into_iter()
+        .map(|(name, help, kind, value)| Family::row(name, help, kind, value))
+        .collect();
+    out.push(Family {
+        name: "hypercache_http_responses_total".into(),
+        help: "HTTP responses by route and status code (codes outside the usual set under code=\"other\").",
+        kind: Kind::Counter,
+        samples: m
+            .responses
+            .rows()
+            .into_iter()
+            .map(|(route, code, n)| (vec![("route", route.to_owned()), ("code", code)], Value::Int(n)))
+            .collect(),
+    });
+    let rows = m.peers.rows();
+    for (i, (series, kind, help)) in PEER_SERIES_HELP.iter().enumerate() {
+        let suffix = if *kind == "counter" { "_total" } else { "" };
+        out.push(Family {
+            name: format!("hypercache_{series}{suffix}"),
+            help,
+            kind: Kind::parse(kind),
+            samples: rows
+                .iter()
+                .map(|(peer, values)| (vec![("peer", peer.clone())], Value::Int(values[i].1)))
+                .collect(),
+        });
+    }
+    out.push(Family {
+        name: "hypercache_hints_pending_by_peer".into(),
+        help: "Hints queued now for each peer (the hinted-handoff backlog).",
+        kind: Kind::Gauge,
+        samples: m
+            .hint_backlog
+            .rows()
+            .into_iter()
+            .map(|(peer, n)| (vec![("peer", peer)], Value::Int(n)))
+            .collect(),
+    });
+    out
+}
+
+/// The latency histogram series, one per route.
+pub fn latency(m: &Metrics) -> Vec<HistogramSeries> {
+    ROUTES
+        .iter()
+        .zip(m.latency.routes.iter())
+        .map(|(route, h)| {
+            let mut buckets: Vec<u64> = h.buckets.iter().map(|c| c.load(Relaxed)).collect();
+            let count = h.count.load(Relaxed);
+            let counted: u64 = buckets.iter().sum();
+            buckets.push(count.saturating_sub(counted));
+            HistogramSeries {
+                route,
+                buckets,
+                count,
+                sum: h.sum_micros.load(Relaxed) as f64 / 1e6,
+            }
+        })
+        .collect()
+}
+
+/// Prometheus text exposition of `families` and the latency histograms.
+pub fn render_families(families: &[Family], latency: &[HistogramSeries]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    for f in families {
+        let _ = writeln!(out, "# HELP {} {}", f.name, f.help);
+        let _ = writeln!(out, "# TYPE {} {}", f.name, f.kind.name());
+        for (labels, value) in &f.samples {
+            out.push_str(&f.name);
+            if !labels.is_empty() {
+                out.push('{');
+                for (i, (k, v)) in labels.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    let _ = write!(out, "{k}=\"{}\"", escape_label(v));
+                }
+                out.push('}');
+            }
+            let _ = writeln!(out, " {value}");
+        }
+    }
+    let name = LATENCY_NAME;
+    let _ = writeln!(out, "# HELP {name} {LATENCY_HELP}");
     let _ = writeln!(out, "# TYPE {name} histogram");
-    for (route, h) in ROUTES.iter().zip(m.latency.routes.iter()) {
+    for h in latency {
+        let route = h.route;
         let mut cumulative = 0;
         for (b, c) in LATENCY_BUCKETS.iter().zip(h.buckets.iter()) {
-            cumulative += c.load(Relaxed);
+            cumulative += c;
             let _ = writeln!(
                 out,
                 "{name}_bucket{{route=\"{route}\",le=\"{b}\"}} {cumulative}"
             );
         }
-        let count = h.count.load(Relaxed);
+        let count = h.count;
         let _ = writeln!(
             out,
             "{name}_bucket{{route=\"{route}\",le=\"+Inf\"}} {count}"
         );
-        let sum = h.sum_micros.load(Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {sum}");
+        let _ = writeln!(out, "{name}_sum{{route=\"{route}\"}} {}", h.sum);
         let _ = writeln!(out, "{name}_count{{route=\"{route}\"}} {count}");
     }
-    let name = "hypercache_http_responses_total";
-    let _ = writeln!(out, "# HELP {name} HTTP responses by route and status code (codes outside the usual set under code=\"other\").");
-    let _ = writeln!(out, "# TYPE {name} counter");
-    for (route, code, n) in m.responses.rows() {
-        let _ = writeln!(out, "{name}{{route=\"{route}\",code=\"{code}\"}} {n}");
-    }
-    let rows = m.peers.rows();
-    for (i, (series, kind, help)) in PEER_SERIES_HELP.iter().enumerate() {
-        let suffix = if *kind == "counter" { "_total" } else { "" };
-        let _ = writeln!(out, "# HELP hypercache_{series}{suffix} {help}");
-        let _ = writeln!(out, "# TYPE hypercache_{series}{suffix} {kind}");
-        for (peer, values) in &rows {
-            let _ = writeln!(
-                out,
-                "hypercache_{series}{suffix}{{peer=\"{peer}\"}} {}",
-                values[i].1
-            );
-        }
-    }
     out
+}
+
+/// A label value as the text format wants it (backslash, quote and newline escaped).
+fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+/// Prometheus text exposition of the node metrics plus `extra` `(name, help, kind, value)`
+/// rows (the store counters).
+pub fn render_prometheus(m: &Metrics, extra: &[(&str, &'static str, &str, u64)]) -> String {
+    let mut all = families(m);
+    all.extend(extra.iter().map(|(n, h, k, v)| Family::row(n, h, k, *v)));
+    render_families(&all, &latency(m))
 }
 
 /// JSON object of every counter and gauge plus `extra`, and per-route request counts.
@@ -424,14 +604,59 @@ pub fn render_json(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> serde_json
     map.insert("request_latency".into(), lat.into());
     let mut peers = serde_json::Map::new();
     for (peer, values) in m.peers.rows() {
-        let obj: serde_json::Map<String, serde_json::Value> = values
+        let mut obj: serde_json::Map<String, serde_json::Value> = values
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).into()))
             .collect();
+        obj.insert("hints_pending".into(), m.hint_backlog.of(&peer).into());
         peers.insert(peer, obj.into());
     }
     map.insert("peers".into(), peers.into());
     serde_json::Value::Object(map)
+}
+
+/// Hints queued per peer, as the hint queue last exported them.
+#[derive(Debug, Default)]
+pub struct HintBacklog {
+    by_peer: std::sync::RwLock<std::collections::BTreeMap<String, u64>>,
+}
+
+impl HintBacklog {
+    /// Replaces the figures with `now` (peers not in it have none queued).
+    pub fn set<'a>(&self, now: impl Iterator<Item = (&'a str, u64)>) {
+        let mut map = self.by_peer.write().unwrap_or_else(|p| p.into_inner());
+        map.values_mut().for_each(|v| *v = 0);
+        for (peer, n) in now {
+            match map.get_mut(peer) {
+                Some(v) => *v = n,
+                None => {
+                    map.insert(peer.to_owned(), n);
+                }
+            }
+        }
+        // Peers whose queue emptied are dropped, so the label set follows the queue.
+        map.retain(|_, v| *v > 0);
+    }
+
+    /// Hints queued for `peer`.
+    pub fn of(&self, peer: &str) -> u64 {
+        self.by_peer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(peer)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// `(peer, hints)` of every peer with hints queued.
+    pub fn rows(&self) -> Vec<(String, u64)> {
+        self.by_peer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(p, n)| (p.clone(), *n))
+            .collect()
+    }
 }
 
 #[cfg(test)]

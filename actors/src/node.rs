@@ -116,7 +116,11 @@ pub async fn start_with(
         metrics.clone(),
         config.peer_timeout,
     );
-    let shards = Shards::new(config.max_value_bytes, config.tombstone_retention);
+    let shards = Shards::new(
+        config.max_value_bytes,
+        config.tombstone_retention,
+        metrics.clone(),
+    );
     let args = RootArgs {
         config: config.clone(),
         metrics: metrics.clone(),
@@ -218,6 +222,11 @@ impl NodeHandle {
     /// The latest published membership and ring.
     pub fn view(&self) -> Arc<ClusterView> {
         self.view.borrow().clone()
+    }
+
+    /// The published membership and ring, to wait for their next change.
+    pub fn view_watch(&self) -> watch::Receiver<Arc<ClusterView>> {
+        self.view.clone()
     }
 
     /// True once a drain has started (one-way until restart).

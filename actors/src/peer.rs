@@ -65,6 +65,9 @@ pub struct PeerCall {
     /// replay, repairs, rebalance, anti-entropy, drain).
     pub coordinated: bool,
     pub reply: Option<oneshot::Sender<CallResult>>,
+    /// The W3C `traceparent` of the client request the call is made for, when traces
+    /// are exported ([`crate::trace`]).
+    pub trace: Option<String>,
 }
 
 /// Messages of a peer actor.
@@ -207,10 +210,17 @@ impl PeerState {
             Metrics::inc(&self.gauges.batches_total);
             self.gauges.calls_total.fetch_add(n, Relaxed);
             self.gauges.max_batch.fetch_max(n, Relaxed);
+            let mut traces = Vec::new();
             let (calls, meta): (Vec<Call>, Vec<_>) = cut
                 .batch
                 .into_iter()
-                .map(|c| (c.call, (c.reply, c.coordinated)))
+                .enumerate()
+                .map(|(i, c)| {
+                    if let Some(t) = c.trace {
+                        traces.push((i as u32, t));
+                    }
+                    (c.call, (c.reply, c.coordinated))
+                })
                 .unzip();
             let wire = self.args.wire.clone();
             let addr = self.args.addr.clone();
@@ -220,7 +230,7 @@ impl PeerState {
             let timeout = self.args.timeout;
             let me = myself.clone();
             tokio::spawn(async move {
-                let result = wire.send_batch(&addr, &calls, timeout).await;
+                let result = wire.send_batch(&addr, &calls, &traces, timeout).await;
                 match result {
                     Ok(results) => {
                         for ((call, (reply, hint)), r) in calls.into_iter().zip(meta).zip(results) {
@@ -243,6 +253,7 @@ impl PeerState {
                                         deadline: Instant::now(),
                                         coordinated: hint,
                                         reply,
+                                        trace: None,
                                     };
                                     fail(c, e, &peer, &hints, &metrics);
                                 }
@@ -258,6 +269,7 @@ impl PeerState {
                                 deadline: Instant::now(),
                                 coordinated: hint,
                                 reply,
+                                trace: None,
                             };
                             fail(c, e.clone(), &peer, &hints, &metrics);
                         }
@@ -436,6 +448,12 @@ impl PeerClient {
             deadline: Instant::now() + self.timeout,
             coordinated,
             reply: Some(tx),
+            // Only a client's calls carry its trace; background traffic starts none.
+            trace: if coordinated {
+                crate::trace::current()
+            } else {
+                None
+            },
         };
         let Some(actor) = self.table.get(peer) else {
             fail(

@@ -118,6 +118,11 @@ pub struct ItemError {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Batch {
     pub calls: Vec<Call>,
+    /// The trace context of calls made for a traced client request: `(index of the
+    /// call, W3C traceparent)`. Absent when none is traced (and from senders that
+    /// predate it); a receiver ignores a malformed value or index.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub traces: Vec<(u32, String)>,
 }
 
 /// A [`Batch`] serialised from borrowed calls (the sender keeps them, to hint the
@@ -125,6 +130,8 @@ pub struct Batch {
 #[derive(Debug, Serialize)]
 pub struct BatchRef<'a> {
     pub calls: &'a [Call],
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub traces: &'a [(u32, String)],
 }
 
 /// One result per call of a [`Batch`], in order.
@@ -491,9 +498,15 @@ mod tests {
                 Call::Ping(Ping { seq, members: vec![] }),
                 Call::AeFetch(AeFetch { keys: vec![key.clone(), key.clone()] }),
             ];
-            let msg = env(Batch { calls: calls.clone() });
-            // The borrowed form the sender encodes is the same bytes as the owned one.
-            prop_assert_eq!(encode(&env(BatchRef { calls: &calls })), encode(&msg));
+            let traces = vec![(0, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_owned())];
+            for traces in [vec![], traces] {
+                let msg = env(Batch { calls: calls.clone(), traces: traces.clone() });
+                // The borrowed form the sender encodes is the same bytes as the owned one.
+                prop_assert_eq!(encode(&env(BatchRef { calls: &calls, traces: &traces })), encode(&msg));
+                let back: Envelope<Batch> = decode_envelope(&encode(&msg)).unwrap();
+                prop_assert_eq!(back, msg);
+            }
+            let msg = env(Batch { calls: calls.clone(), traces: vec![] });
             let back: Envelope<Batch> = decode_envelope(&encode(&msg)).unwrap();
             prop_assert_eq!(back, msg);
             let reply = env(BatchReply {

@@ -194,7 +194,9 @@ impl DistService {
             id: env.from,
             addr: env.from_addr,
         };
-        let results = self.handle_batch(&from, env.body.calls).await;
+        let results = self
+            .handle_batch(&from, env.body.calls, env.body.traces)
+            .await;
         Ok(encode(&self.wire.envelope(BatchReply { results })))
     }
 
@@ -203,12 +205,38 @@ impl DistService {
         &self,
         from: &Sender,
         calls: Vec<Call>,
+        traces: Vec<(u32, String)>,
     ) -> Vec<Result<CallReply, ItemError>> {
+        use tracing::Instrument;
         let mut seen = [0usize; 8];
-        let answers = calls.into_iter().map(|c| {
+        // At most one trace per call; out-of-range indexes and malformed values are
+        // ignored by `trace::adopt`.
+        let mut trace_of: Vec<Option<String>> = Vec::new();
+        if !traces.is_empty() {
+            trace_of.resize(calls.len(), None);
+            for (i, tp) in traces.into_iter().take(calls.len()) {
+                if let Some(slot) = trace_of.get_mut(i as usize) {
+                    *slot = Some(tp);
+                }
+            }
+        }
+        let answers = calls.into_iter().enumerate().map(|(i, c)| {
             let n = &mut seen[call_index(&c)];
             *n += 1;
             let over = *n > per_batch_cap(&c);
+            let span = match trace_of.get(i).and_then(Option::as_deref) {
+                Some(tp) => {
+                    let span = tracing::info_span!(
+                        target: crate::trace::TARGET,
+                        "dist.call",
+                        call = c.kind(),
+                        from = %from.id,
+                    );
+                    crate::trace::adopt(&span, tp);
+                    span
+                }
+                None => tracing::Span::none(),
+            };
             async move {
                 if over {
                     Metrics::inc(&self.metrics.dist_refused_total);
@@ -220,6 +248,7 @@ impl DistService {
                 }
                 self.handle_call(from, c).await
             }
+            .instrument(span)
         });
         futures_util::future::join_all(answers)
             .await

@@ -63,13 +63,30 @@ pub struct Shards {
     /// Largest value a write may carry (writes from peers are checked here too).
     max_value_bytes: u64,
     contact: Arc<Contact>,
+    /// For `shard_calls_in_flight`.
+    metrics: Arc<crate::metrics::Metrics>,
+}
+
+/// Counts a shard call in `shard_calls_in_flight` until dropped (answered, timed out or
+/// abandoned by its caller).
+struct InFlight<'a>(&'a std::sync::atomic::AtomicU64);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Shards {
     /// An empty table; the supervisor fills it. `tombstone_retention` bounds how long
     /// the node may be out of touch before its data counts as stale ([`Self::stale`]).
-    pub fn new(max_value_bytes: u64, tombstone_retention: Duration) -> Self {
+    pub fn new(
+        max_value_bytes: u64,
+        tombstone_retention: Duration,
+        metrics: Arc<crate::metrics::Metrics>,
+    ) -> Self {
         Self {
+            metrics,
             table: Arc::default(),
             max_value_bytes,
             contact: Arc::new(Contact {
@@ -186,6 +203,9 @@ impl Shards {
         mut actor: Option<ActorRef<ShardMsg>>,
         mut build: impl FnMut(RpcReplyPort<T>) -> ShardMsg,
     ) -> Result<T, CacheError> {
+        let counter = &self.metrics.shard_calls_in_flight;
+        counter.fetch_add(1, Ordering::Relaxed);
+        let _in_flight = InFlight(counter);
         for attempt in 0..SHARD_CALL_TRIES {
             let Some(a) = actor.take().or_else(|| self.actor_at(index)) else {
                 break;

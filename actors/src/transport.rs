@@ -292,10 +292,11 @@ impl Wire {
         &self,
         addr: &str,
         calls: &[Call],
+        traces: &[(u32, String)],
         timeout: Duration,
     ) -> Result<Vec<Result<CallReply, ItemError>>, TransportError> {
         let n = calls.len();
-        let body = encode(&self.envelope(BatchRef { calls }));
+        let body = encode(&self.envelope(BatchRef { calls, traces }));
         let path = if calls.iter().all(|c| matches!(c, Call::Ping(_))) {
             PROBE_PATH
         } else {
@@ -343,7 +344,9 @@ impl Wire {
         req: R,
         timeout: Duration,
     ) -> Result<R::Reply, TransportError> {
-        let mut results = self.send_batch(addr, &[req.into_call()], timeout).await?;
+        let mut results = self
+            .send_batch(addr, &[req.into_call()], &[], timeout)
+            .await?;
         typed::<R>(
             results
                 .pop()

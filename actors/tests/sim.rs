@@ -835,6 +835,7 @@ async fn membership_and_drain_survive_restarts_of_their_actors() {
                         incarnation: 0,
                     }],
                 })],
+                traces: vec![],
             },
         };
         sim.node("node-1")

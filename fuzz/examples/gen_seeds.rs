@@ -204,18 +204,22 @@ fn replies() -> Vec<Result<CallReply, ItemError>> {
 fn batches() -> Vec<(String, Vec<u8>)> {
     let mut out = vec![(
         "batch-empty".to_owned(),
-        encode(&env(Batch { calls: vec![] })),
+        encode(&env(Batch { calls: vec![], traces: vec![] })),
     )];
     for (name, call) in calls() {
         out.push((
             format!("batch-{name}"),
-            encode(&env(Batch { calls: vec![call] })),
+            encode(&env(Batch { calls: vec![call], traces: vec![] })),
         ));
     }
     out.push((
         "batch-all".into(),
         encode(&env(Batch {
             calls: calls().into_iter().map(|(_, c)| c).collect(),
+            traces: vec![
+                (0, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
+                (99, "not-a-traceparent".into()),
+            ],
         })),
     ));
     let bad_keys = Batch {
@@ -239,13 +243,15 @@ fn batches() -> Vec<(String, Vec<u8>)> {
                 ],
             }),
         ],
+        traces: vec![],
     };
     out.push(("batch-bad-items".into(), encode(&env(bad_keys))));
-    let mut old = env(Batch { calls: vec![] });
+    let mut old = env(Batch { calls: vec![], traces: vec![] });
     old.v = 1;
     out.push(("batch-version-1".into(), encode(&old)));
     let mut future = env(Batch {
         calls: vec![Call::Read(Read { key: "k1".into() })],
+        traces: vec![],
     });
     future.hlc = u64::MAX;
     out.push(("batch-clock-ahead".into(), encode(&future)));

@@ -8,7 +8,9 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use hypercache_actors::metrics::{render_json, render_prometheus};
+use hypercache_actors::metrics::{
+    self as m, render_families, render_json, Family, HistogramSeries, Kind, Value,
+};
 use hypercache_actors::store::ShardStats;
 use serde_json::json;
 use std::sync::atomic::Ordering::Relaxed;
@@ -23,6 +25,7 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
         .route("/cluster/members", get(members))
         .route("/cluster/ring", get(ring))
         .route("/cluster/heartbeat", get(heartbeat))
+        .route("/cluster/events", get(super::events::events))
         .route("/cluster/members/{id}/remove", post(remove_member))
         .route("/dist/drain", post(drain))
         .route("/dist/owners", get(dist_owners))
@@ -206,17 +209,70 @@ async fn config(State(s): State<AppState>) -> Json<serde_json::Value> {
 }
 
 async fn prometheus(State(s): State<AppState>) -> Result<Response, ApiError> {
-    let st = s.node.store_stats().await?;
-    let mut text = render_prometheus(s.node.metrics(), &store_rows(&st));
-    crate::process::render(&mut text);
+    let (families, latency) = snapshot(&s.node, &s.config).await?;
     Ok((
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        text,
+        render_families(&families, &latency),
     )
         .into_response())
+}
+
+/// Every metric of the node now: its own instruments, the store's counters, capacity
+/// and fill, and the process figures. `/metrics` and the OTLP export both read this.
+pub async fn snapshot(
+    node: &hypercache_actors::NodeHandle,
+    config: &crate::config::Config,
+) -> Result<(Vec<Family>, Vec<HistogramSeries>), hypercache_actors::CacheError> {
+    let st = node.store_stats().await?;
+    let metrics = node.metrics();
+    let mut families = m::families(metrics);
+    families.extend(
+        store_rows(&st)
+            .into_iter()
+            .map(|(n, h, k, v)| Family::row(n, h, k, v)),
+    );
+    families.extend(capacity(&st, config));
+    families.extend(crate::telemetry::families());
+    families.extend(crate::process::figures().into_iter().map(|(n, h, k, v)| {
+        let kind = if k == "counter" {
+            Kind::Counter
+        } else {
+            Kind::Gauge
+        };
+        Family::single(n.to_owned(), h, kind, Value::Float(v))
+    }));
+    Ok((families, m::latency(metrics)))
+}
+
+/// Capacity and how full the node is.
+fn capacity(st: &ShardStats, config: &crate::config::Config) -> Vec<Family> {
+    let items = config.capacity as u64;
+    let mut fill = st.items as f64 / items.max(1) as f64;
+    let mut out = vec![Family::row(
+        "capacity_items",
+        "Items this node may hold (HYPERCACHE_CAPACITY).",
+        "gauge",
+        items,
+    )];
+    if let Some(bytes) = config.capacity_bytes {
+        out.push(Family::row(
+            "capacity_bytes",
+            "Key and value bytes this node may hold (HYPERCACHE_CAPACITY_BYTES).",
+            "gauge",
+            bytes,
+        ));
+        fill = fill.max(st.bytes as f64 / bytes.max(1) as f64);
+    }
+    out.push(Family::single(
+        "hypercache_fill_ratio".into(),
+        "How full the node is, 0 to 1: items over HYPERCACHE_CAPACITY, or bytes over HYPERCACHE_CAPACITY_BYTES where that is fuller; near 1, writes evict.",
+        Kind::Gauge,
+        Value::Float(fill),
+    ));
+    out
 }
 
 async fn dist_metrics(State(s): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

@@ -6,6 +6,7 @@ pub mod body;
 pub mod client;
 pub mod dist;
 pub mod error;
+pub mod events;
 pub mod items;
 pub mod mgmt;
 pub mod serve;
@@ -42,6 +43,10 @@ pub struct AppInner {
     pub client_body: body::BodyLimits,
     /// Body bounds of the dist listener.
     pub dist_body: body::BodyLimits,
+    /// Permits of the `/cluster/events` streams ([`events::MAX_STREAMS`]).
+    pub event_streams: Arc<Semaphore>,
+    /// True once the management and dist listeners are stopping: open event streams end.
+    pub stop: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::ops::Deref for AppState {
@@ -52,7 +57,11 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
-    pub fn new(node: Arc<NodeHandle>, config: Arc<Config>) -> Self {
+    pub fn new(
+        node: Arc<NodeHandle>,
+        config: Arc<Config>,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Self {
         let metrics = node.metrics().clone();
         Self(Arc::new(AppInner {
             client_body: body::BodyLimits::new(
@@ -67,6 +76,8 @@ impl AppState {
                 config.body_read_timeout,
                 metrics,
             ),
+            event_streams: Arc::new(Semaphore::new(events::MAX_STREAMS)),
+            stop,
             node,
             config,
         }))
@@ -383,6 +394,7 @@ where
                 .map(MatchedPath::as_str),
         );
         let state = self.state.clone();
+        let span = request_span(&state, &req, route);
         let admitted = match &state.0.guard {
             None => Ok((None, None)),
             Some(g) => g.admit(&mut req).map(|(a, p)| (Some(a), p)),
@@ -405,6 +417,7 @@ where
             started,
             route,
             state,
+            span,
         }
     }
 }
@@ -417,6 +430,7 @@ pin_project_lite::pin_project! {
         started: Instant,
         route: usize,
         state: Instrument,
+        span: tracing::Span,
     }
 }
 
@@ -443,6 +457,7 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for InstrumentedFu
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
+        let _entered = this.span.enter();
         let response = match this.step.project() {
             StepProj::Route { future, .. } => match future.poll(cx) {
                 Poll::Ready(Ok(r)) => r,
@@ -457,6 +472,13 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for InstrumentedFu
                     .into_response()
             }),
         };
+        if !this.span.is_disabled() {
+            let status = response.status().as_u16();
+            this.span.record("http.response.status_code", status);
+            if status >= 500 {
+                this.span.record("otel.status_code", "ERROR");
+            }
+        }
         let metrics = this.state.0.node.metrics();
         Metrics::inc(&metrics.requests_total);
         metrics
@@ -467,6 +489,45 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for InstrumentedFu
             .observe_at(*this.route, this.started.elapsed().as_secs_f64());
         Poll::Ready(Ok(response))
     }
+}
+
+/// The span of a client API request, exported with traces (a disabled span otherwise):
+/// method, route template and status, never the key or the value. An incoming W3C
+/// `traceparent` becomes its parent.
+fn request_span(state: &Instrument, req: &Request, route: usize) -> tracing::Span {
+    let client = state
+        .0
+        .guard
+        .as_ref()
+        .is_some_and(|g| g.listener == Listener::Client);
+    if !client {
+        return tracing::Span::none();
+    }
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        target: hypercache_actors::trace::TARGET,
+        "http.request",
+        otel.name = %format_args!("{} {}", req.method(), path),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        http.route = path,
+        hypercache.route = ROUTES[route.min(ROUTES.len() - 1)],
+        http.response.status_code = tracing::field::Empty,
+    );
+    if !span.is_disabled() {
+        if let Some(tp) = req
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+        {
+            hypercache_actors::trace::adopt(&span, tp);
+        }
+    }
+    span
 }
 
 /// The index in [`ROUTES`] of a request's route label.

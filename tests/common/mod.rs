@@ -140,7 +140,12 @@ impl Node {
         vars.insert("HYPERCACHE_DIST_ADDR".into(), format!("127.0.0.1:{dist}"));
         vars.insert("HYPERCACHE_LOG_LEVEL".into(), "debug".into());
         for (k, v) in env {
-            vars.insert(format!("HYPERCACHE_{k}"), (*v).into());
+            // The OpenTelemetry variables keep their own names.
+            if k.starts_with("OTEL_") {
+                vars.insert((*k).into(), (*v).into());
+            } else {
+                vars.insert(format!("HYPERCACHE_{k}"), (*v).into());
+            }
         }
         let token = vars
             .get("HYPERCACHE_AUTH_TOKEN")
