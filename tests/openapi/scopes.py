@@ -40,6 +40,9 @@ def fetch(url, method="GET", headers=None):
         req.data = b"{}" if method == "POST" else b"v"
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
+            if r.headers.get("Content-Type", "").startswith("text/event-stream"):
+                # An event stream does not end: its first chunk is the answer.
+                return r.status, r.headers, r.read1(65536)
             return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read()
