@@ -43,6 +43,9 @@ pub fn router(state: AppState, guard_state: Guard) -> Router {
     let open = Router::new()
         .route("/health", get(health))
         .route("/openapi.yaml", get(openapi))
+        .route("/ui", get(super::ui::index))
+        .route("/ui/app.js", get(super::ui::app))
+        .route("/ui/style.css", get(super::ui::style))
         .method_not_allowed_fallback(method_not_allowed)
         .layer(Instrument::open(state.node.clone()));
     open.merge(protected).with_state(state)

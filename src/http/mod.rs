@@ -10,6 +10,7 @@ pub mod events;
 pub mod items;
 pub mod mgmt;
 pub mod serve;
+pub mod ui;
 
 use crate::auth::{self, BasicRefused, Identity, Policy, Resolved, Scope};
 use crate::config::Config;
