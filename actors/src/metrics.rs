@@ -199,7 +199,7 @@ impl PeerMetrics {
                         ("peer_queue_items", g.queue_items.load(Relaxed)),
                         ("peer_queue_bytes", g.queue_bytes.load(Relaxed)),
                         ("peer_in_flight", g.in_flight.load(Relaxed)),
-                        ("peer_batches", g.batches_total.load(Relaxed)),
+                        ("peer_requests", g.batches_total.load(Relaxed)),
                         ("peer_calls", g.calls_total.load(Relaxed)),
                         ("peer_overflows", g.overflows_total.load(Relaxed)),
                         ("peer_max_batch", g.max_batch.load(Relaxed)),
@@ -229,7 +229,7 @@ const PEER_SERIES_HELP: [(&str, &str, &str); 8] = [
         "Batch requests to the peer in flight now.",
     ),
     (
-        "peer_batches",
+        "peer_requests",
         "counter",
         "Batch requests sent to the peer.",
     ),
@@ -682,7 +682,14 @@ mod tests {
             text.contains("hypercache_peer_queue_items{peer=\"node-2\"} 7"),
             "{text}"
         );
-        assert!(text.contains("hypercache_peer_batches_total{peer=\"node-2\"} 0"));
+        assert!(text.contains("hypercache_peer_requests_total{peer=\"node-2\"} 0"));
+        // Every family is declared once (a second TYPE line makes Prometheus refuse the
+        // whole scrape).
+        let mut seen = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let name = line.split_whitespace().nth(2).unwrap();
+            assert!(seen.insert(name.to_owned()), "{name} declared twice");
+        }
         let json = render_json(&m, &[]);
         assert_eq!(json["peers"]["node-2"]["peer_queue_items"], 7);
         assert_eq!(json["puts_total"], 1);
