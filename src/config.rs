@@ -112,6 +112,9 @@ pub struct Config {
     pub dist_tls: Option<crate::tls::Tls>,
     pub log_level: String,
     pub log_format: LogFormat,
+    /// Exported request spans carry the key (`hypercache.key`); off by default, since
+    /// keys can be personal data. Values are never exported.
+    pub trace_keys: bool,
     #[serde(with = "ms")]
     pub heartbeat: Duration,
     pub indirect_probe_k: usize,
@@ -270,6 +273,7 @@ pub const KNOWN: &[&str] = &[
     "DIST_TLS_CA",
     "LOG_LEVEL",
     "LOG_FORMAT",
+    "TRACE_KEYS",
     "HEARTBEAT",
     "INDIRECT_PROBE_K",
     "SUSPECT_TIMEOUT",
@@ -775,6 +779,7 @@ impl Config {
             dist_tls,
             log_level,
             log_format,
+            trace_keys: r.boolean("TRACE_KEYS", false)?,
             heartbeat,
             indirect_probe_k: r.number("INDIRECT_PROBE_K", 2, 0, 16)?,
             suspect_timeout: r.duration("SUSPECT_TIMEOUT", heartbeat * 3, ms(10))?,

@@ -287,7 +287,11 @@ pub async fn run(
         _ = hurried() => tracing::warn!("not waiting for in-flight client requests"),
     }
 
-    // 3. Stop the supervision tree, then the management and dist listeners.
+    // 3. The last metric push (bounded), then stop the supervision tree, then the
+    // management and dist listeners.
+    if let Some(t) = telemetry.clone() {
+        let _ = tokio::task::spawn_blocking(move || t.stop_metrics()).await;
+    }
     node.stop().await;
     let _ = stop_rest_tx.send(true);
     let rest = async {
@@ -300,7 +304,7 @@ pub async fn run(
     {
         tracing::warn!("management or dist listener did not stop within 5s");
     }
-    // 4. The last telemetry, within its own bound (a dead collector costs at most that).
+    // 4. The last spans, within their own bound (a dead collector costs at most that).
     if let Some(t) = telemetry {
         let _ = tokio::task::spawn_blocking(move || t.shutdown()).await;
     }

@@ -50,6 +50,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    hypercache_server::telemetry::set_trace_keys(config.trace_keys);
     hypercache_server::logging::init(&config, layer);
     for var in Config::unknown_vars(&vars) {
         tracing::warn!(%var, "unknown HYPERCACHE_ variable ignored (typo?)");

@@ -23,6 +23,19 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// `HYPERCACHE_TRACE_KEYS`: request spans carry the key.
+static TRACE_KEYS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets whether exported request spans carry the key (from `HYPERCACHE_TRACE_KEYS`).
+pub fn set_trace_keys(on: bool) {
+    TRACE_KEYS.store(on, Relaxed);
+}
+
+/// Whether exported request spans carry the key.
+pub fn trace_keys() -> bool {
+    TRACE_KEYS.load(Relaxed)
+}
+
 /// The longest a shutdown waits for each signal's last export.
 pub const FLUSH_BUDGET: Duration = Duration::from_secs(2);
 
@@ -44,7 +57,8 @@ pub struct Settings {
     pub metrics: Option<String>,
     pub trace_headers: Vec<(String, String)>,
     pub metric_headers: Vec<(String, String)>,
-    pub timeout: Duration,
+    pub trace_timeout: Duration,
+    pub metric_timeout: Duration,
     pub service_name: String,
     /// `OTEL_RESOURCE_ATTRIBUTES`, then `service.name` and `service.instance.id`.
     pub resource: Vec<(String, String)>,
@@ -121,10 +135,41 @@ impl Settings {
         node_id: &str,
     ) -> Result<Option<Settings>, ConfigError> {
         let get = |k: &str| vars.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
-        match get("OTEL_SDK_DISABLED") {
-            None | Some("false") => {}
-            Some("true") => return Ok(None),
-            Some(v) => return Err(err("OTEL_SDK_DISABLED", v, "true or false")),
+        match get("OTEL_SDK_DISABLED").map(|v| (v, v.to_ascii_lowercase())) {
+            None => {}
+            Some((_, l)) if l == "false" => {}
+            Some((_, l)) if l == "true" => return Ok(None),
+            Some((v, _)) => return Err(err("OTEL_SDK_DISABLED", v, "true or false")),
+        }
+        // Settings of the specification this build does not implement stop start-up
+        // rather than being ignored: the export would not do what they ask.
+        for var in [
+            "OTEL_EXPORTER_OTLP_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_METRICS_CERTIFICATE",
+            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY",
+            "OTEL_EXPORTER_OTLP_METRICS_CLIENT_CERTIFICATE",
+        ] {
+            if let Some(v) = get(var) {
+                return Err(err(
+                    var,
+                    v,
+                    "unset: this build trusts the public web PKI roots for an https receiver and sends no client certificate",
+                ));
+            }
+        }
+        for var in [
+            "OTEL_EXPORTER_OTLP_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+            "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+        ] {
+            if let Some(v) = get(var).filter(|v| *v != "none") {
+                return Err(err(var, v, "none (this build sends uncompressed protobuf)"));
+            }
         }
         for var in [
             "OTEL_EXPORTER_OTLP_PROTOCOL",
@@ -189,20 +234,23 @@ impl Settings {
         let common = headers("OTEL_EXPORTER_OTLP_HEADERS")?.unwrap_or_default();
         let trace_headers = headers("OTEL_EXPORTER_OTLP_TRACES_HEADERS")?.unwrap_or(common.clone());
         let metric_headers = headers("OTEL_EXPORTER_OTLP_METRICS_HEADERS")?.unwrap_or(common);
-        let millis = |var: &str, default: u64| -> Result<Duration, ConfigError> {
+        let millis = |var: &str, default: Duration, min: u64| -> Result<Duration, ConfigError> {
             match get(var) {
-                None => Ok(Duration::from_millis(default)),
+                None => Ok(default),
                 Some(v) => v
                     .parse::<u64>()
                     .ok()
-                    .filter(|ms| (1..=3_600_000).contains(ms))
+                    .filter(|ms| (min..=3_600_000).contains(ms))
                     .map(Duration::from_millis)
-                    .ok_or_else(|| err(var, v, "milliseconds, 1 to 3600000")),
+                    .ok_or_else(|| err(var, v, &format!("milliseconds, {min} to 3600000"))),
             }
         };
-        let timeout = millis("OTEL_EXPORTER_OTLP_TIMEOUT", 10_000)?;
-        let metric_interval = millis("OTEL_METRIC_EXPORT_INTERVAL", 60_000)?;
-        let service_name = get("OTEL_SERVICE_NAME").unwrap_or("hypercache").to_owned();
+        let timeout = millis("OTEL_EXPORTER_OTLP_TIMEOUT", Duration::from_secs(10), 1)?;
+        let trace_timeout = millis("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", timeout, 1)?;
+        let metric_timeout = millis("OTEL_EXPORTER_OTLP_METRICS_TIMEOUT", timeout, 1)?;
+        let metric_timeout = millis("OTEL_METRIC_EXPORT_TIMEOUT", metric_timeout, 1)?;
+        // Each push reads every shard's counters: not more often than ten times a second.
+        let metric_interval = millis("OTEL_METRIC_EXPORT_INTERVAL", Duration::from_secs(60), 100)?;
         let mut resource = match get("OTEL_RESOURCE_ATTRIBUTES") {
             None => Vec::new(),
             Some(v) => pairs(v).ok_or_else(|| {
@@ -213,6 +261,18 @@ impl Settings {
                 )
             })?,
         };
+        // OTEL_SERVICE_NAME wins over a service.name among the attributes, which wins
+        // over the default.
+        let service_name = get("OTEL_SERVICE_NAME")
+            .map(str::to_owned)
+            .or_else(|| {
+                resource
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == "service.name")
+                    .map(|(_, v)| v.clone())
+            })
+            .unwrap_or_else(|| "hypercache".into());
         resource.retain(|(k, _)| k != "service.name" && k != "service.instance.id");
         resource.push(("service.name".into(), service_name.clone()));
         resource.push(("service.instance.id".into(), node_id.to_owned()));
@@ -248,7 +308,8 @@ impl Settings {
             metrics,
             trace_headers,
             metric_headers,
-            timeout,
+            trace_timeout,
+            metric_timeout,
             service_name,
             resource,
             sampler,
@@ -294,6 +355,8 @@ pub fn families() -> Vec<Family> {
 pub struct Telemetry {
     settings: Settings,
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+    /// The metric push's own client (a pool is driven by the runtime that opened its
+    /// connections, so the two export threads do not share one).
     http: reqwest::Client,
     metrics_task: Mutex<
         Option<(
@@ -336,12 +399,18 @@ impl opentelemetry_http::HttpClient for Http {
         for (k, v) in parts.headers.iter() {
             req = req.header(k, v);
         }
-        let resp = req.body(body).send().await?;
+        let mut resp = req.body(body).send().await?;
         let status = resp.status();
         let headers = resp.headers().clone();
-        // Receivers answer small bodies; a larger one is cut, not read whole.
-        let body = resp.bytes().await?;
-        let body = body.slice(..body.len().min(64 * 1024));
+        // Receivers answer small bodies; past 64 KiB the rest is not read.
+        let mut body = Vec::new();
+        while body.len() < 64 * 1024 {
+            match resp.chunk().await? {
+                Some(c) => body.extend_from_slice(&c[..c.len().min(64 * 1024 - body.len())]),
+                None => break,
+            }
+        }
+        let body = bytes::Bytes::from(body);
         let mut out = axum::http::Response::new(body);
         *out.status_mut() = status;
         *out.headers_mut() = headers;
@@ -487,17 +556,17 @@ impl Telemetry {
     /// Builds the exporters of `settings`; the returned layer goes into the subscriber.
     pub fn start(settings: Settings) -> Result<(Arc<Telemetry>, Option<Layer>), String> {
         use tracing_subscriber::Layer as _;
-        let http = http_client(settings.timeout)?;
+        let http = http_client(settings.metric_timeout)?;
         let mut layer = None;
         let mut provider = None;
         if let Some(url) = &settings.traces {
             use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
-                .with_http_client(Http(http.clone()))
+                .with_http_client(Http(http_client(settings.trace_timeout)?))
                 .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
                 .with_endpoint(url.clone())
-                .with_timeout(settings.timeout)
+                .with_timeout(settings.trace_timeout)
                 .with_headers(settings.trace_headers.iter().cloned().collect())
                 .build()
                 .map_err(|e| format!("cannot build the OTLP trace exporter: {e}"))?;
@@ -564,19 +633,22 @@ impl Telemetry {
                 rt.block_on(async move {
                     let start = unix_nanos();
                     let mut tick = tokio::time::interval(this.settings.metric_interval);
+                    // After a slow push the next waits a whole interval: no burst.
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     tick.tick().await;
                     loop {
-                        let last = tokio::select! {
-                            _ = tick.tick() => false,
-                            _ = stop.wait_for(|s| *s) => true,
-                        };
-                        let push = this.push_once(&url, &node, &config, start);
-                        if last {
-                            let _ = tokio::time::timeout(FLUSH_BUDGET, push).await;
-                            return;
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = stop.wait_for(|s| *s) => break,
                         }
-                        push.await;
+                        tokio::select! {
+                            _ = this.push_once(&url, &node, &config, start) => {}
+                            _ = stop.wait_for(|s| *s) => break,
+                        }
                     }
+                    // The last push, within its budget.
+                    let last = this.push_once(&url, &node, &config, start);
+                    let _ = tokio::time::timeout(FLUSH_BUDGET, last).await;
                 });
             })
             .ok();
@@ -626,12 +698,18 @@ impl Telemetry {
         }
     }
 
-    /// Sends what is left (each signal within [`FLUSH_BUDGET`]) and stops the export.
-    /// Never waits longer, whatever the receiver does.
+    /// Sends the spans that are left and stops the span export, within
+    /// [`FLUSH_BUDGET`] whatever the receiver does.
     pub fn shutdown(&self) {
         if let Some(p) = &self.provider {
             let _ = p.shutdown_with_timeout(FLUSH_BUDGET);
         }
+    }
+
+    /// Makes the last metric push and stops the metric export, within [`FLUSH_BUDGET`]
+    /// (and a little) whatever the receiver does. Called while the node still answers,
+    /// so the last push has figures to send.
+    pub fn stop_metrics(&self) {
         let task = self
             .metrics_task
             .lock()
@@ -837,6 +915,46 @@ mod tests {
             .contains(&("deployment.environment".into(), "prod".into())));
         assert_eq!(s.sampler, SamplerSetting::ParentBasedRatio(0.25));
         assert_eq!(s.metric_interval, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn spec_details() {
+        let on = |extra: &[(&str, &str)]| {
+            let mut v = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4318")];
+            v.extend_from_slice(extra);
+            Settings::from_vars(&vars(&v), "n")
+        };
+        assert_eq!(on(&[("OTEL_SDK_DISABLED", "TRUE")]), Ok(None));
+        let s = on(&[("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs")])
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.service_name, "from-attrs");
+        let s = on(&[
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attrs"),
+            ("OTEL_SERVICE_NAME", "named"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.service_name, "named");
+        assert_eq!(s.trace_timeout, Duration::from_secs(10));
+        let s = on(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "500"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "none"),
+        ])
+        .unwrap()
+        .unwrap();
+        assert_eq!(s.trace_timeout, Duration::from_millis(500));
+        assert_eq!(s.metric_timeout, Duration::from_secs(2));
+        for (var, value) in [
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/ca.pem"),
+            ("OTEL_EXPORTER_OTLP_METRICS_CLIENT_KEY", "/k.pem"),
+            ("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "50"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "0"),
+        ] {
+            assert_eq!(on(&[(var, value)]).unwrap_err().var, var);
+        }
     }
 
     #[test]

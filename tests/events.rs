@@ -50,7 +50,9 @@ impl Events {
                     _ => continue,
                 }
             }
-            let chunk = self.resp.chunk().await.ok()??;
+            // Only a clean end of the body is the end of the stream; a broken
+            // connection is a failure.
+            let chunk = self.resp.chunk().await.expect("the stream broke")?;
             self.buf
                 .push_str(std::str::from_utf8(&chunk).expect("UTF-8"));
         }
@@ -152,6 +154,11 @@ async fn membership_heartbeat_and_a_leaving_node() {
         stopping.elapsed() < Duration::from_secs(15),
         "{:?}",
         stopping.elapsed()
+    );
+    let logs = c.node(1).logs();
+    assert!(
+        !logs.contains("did not stop within"),
+        "the open stream held the listener's stop up: {logs}"
     );
 }
 

@@ -20,6 +20,8 @@ use std::time::{Duration, Instant};
 struct Received {
     /// `(service.instance.id, trace id hex, span name, parent span id hex)`.
     spans: Vec<(String, String, String, String)>,
+    /// The attributes of every span, `key=value`.
+    attributes: Vec<String>,
     /// `(service.instance.id, metric name)`.
     metrics: Vec<(String, String)>,
 }
@@ -52,6 +54,10 @@ async fn traces(State(r): State<Shared>, body: Bytes) -> &'static str {
         );
         for ss in rs.scope_spans {
             for s in ss.spans {
+                for kv in &s.attributes {
+                    r.attributes
+                        .push(format!("{}={}", kv.key, attr(&s.attributes, &kv.key)));
+                }
                 r.spans.push((
                     node.clone(),
                     hex(&s.trace_id),
@@ -166,6 +172,15 @@ async fn one_put_is_one_trace_across_the_owners_and_metrics_arrive() {
             r.spans.iter().all(|s| !s.2.contains("traced-key")),
             "no key in span names"
         );
+        assert!(
+            r.attributes.iter().all(|a| !a.contains("traced-key")),
+            "no key in span attributes without HYPERCACHE_TRACE_KEYS: {:?}",
+            r.attributes
+        );
+        assert!(r
+            .attributes
+            .iter()
+            .any(|a| a == "http.route=/v1/cache/{key}"));
     }
     // Metrics: the same families /metrics shows, from every node.
     eventually("metrics from every node", Duration::from_secs(20), || {
@@ -235,6 +250,118 @@ async fn one_put_is_one_trace_across_the_owners_and_metrics_arrive() {
         "shutdown held up by a dead receiver: {:?}",
         stopping.elapsed()
     );
+}
+
+/// A receiver that accepts connections and reads requests but never answers: the case
+/// the export timeouts and the bounded span queue are for.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_receiver_that_never_answers_holds_up_neither_requests_nor_shutdown() {
+    let hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hole.local_addr().unwrap().port();
+    let _hole = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut s, _)) = hole.accept().await {
+            held.push(tokio::spawn(async move {
+                use tokio::io::AsyncReadExt;
+                let mut buf = vec![0u8; 64 * 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                // Kept open, unanswered, until the test ends.
+                std::future::pending::<()>().await;
+            }));
+        }
+    });
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut n = Node::start(
+        "otel-hole",
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("DRAIN_LINGER", "0s"),
+        ],
+    )
+    .await;
+    let started = Instant::now();
+    for i in 0..200 {
+        let r = n
+            .http
+            .put(n.api_url(&format!("/v1/cache/hole-{i}")))
+            .header(
+                "traceparent",
+                "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            )
+            .body("v")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "requests slowed by a silent receiver: {:?}",
+        started.elapsed()
+    );
+    let text = n
+        .http
+        .get(n.mgmt_url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        prom_value(&text, "hypercache_otel_metric_exports_total"),
+        Some(0.0),
+        "nothing can have been accepted: {text}"
+    );
+    assert_eq!(
+        prom_value(&text, "hypercache_otel_spans_exported_total"),
+        Some(0.0)
+    );
+    // The exports wait out their 10 s timeout; the shutdown does not.
+    let stopping = Instant::now();
+    n.signal(libc::SIGTERM);
+    let status = n.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{}", n.logs());
+    assert!(
+        stopping.elapsed() < Duration::from_secs(9),
+        "shutdown waited on a silent receiver: {:?}",
+        stopping.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn trace_keys_puts_the_key_on_the_request_span() {
+    let (port, got, _rx) = receiver().await;
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let n = Node::start(
+        "otel-keys",
+        &[
+            ("TRACE_KEYS", "true"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+        ],
+    )
+    .await;
+    assert_eq!(n.put("user%3A42", "v").await.status(), 200);
+    eventually(
+        "the key on the request span",
+        Duration::from_secs(20),
+        || {
+            let got = got.clone();
+            async move {
+                let r = got.lock().unwrap();
+                r.attributes
+                    .iter()
+                    .any(|a| a == "hypercache.key=user:42")
+                    .then_some(())
+            }
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

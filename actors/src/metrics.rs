@@ -509,9 +509,11 @@ pub fn latency(m: &Metrics) -> Vec<HistogramSeries> {
         .zip(m.latency.routes.iter())
         .map(|(route, h)| {
             let mut buckets: Vec<u64> = h.buckets.iter().map(|c| c.load(Relaxed)).collect();
-            let count = h.count.load(Relaxed);
             let counted: u64 = buckets.iter().sum();
-            buckets.push(count.saturating_sub(counted));
+            // The atomics are read one by one while requests are recorded: a count read
+            // before its bucket moved is raised so that the buckets never exceed it.
+            let count = h.count.load(Relaxed).max(counted);
+            buckets.push(count - counted);
             HistogramSeries {
                 route,
                 buckets,

@@ -45,6 +45,7 @@ pub async fn events(axum::extract::State(s): axum::extract::State<AppState>) -> 
         stop: s.stop.clone(),
         last: Last::default(),
         first: true,
+        view_closed: false,
         _permit: permit,
     };
     let body = futures_util::stream::unfold(stream, |mut st| async move {
@@ -87,6 +88,7 @@ struct Stream {
     stop: watch::Receiver<bool>,
     last: Last,
     first: bool,
+    view_closed: bool,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -106,7 +108,11 @@ impl Stream {
         }
         let membership_changed = tokio::select! {
             _ = tokio::time::sleep(TICK) => false,
-            r = self.view.changed() => r.is_ok(),
+            r = self.view.changed(), if !self.view_closed => {
+                // The membership actor is gone (the node is stopping): the tick only.
+                self.view_closed = r.is_err();
+                r.is_ok()
+            }
             _ = self.stop.wait_for(|s| *s) => return None,
         };
         self.changed(&mut out);

@@ -395,10 +395,15 @@ where
                 .map(MatchedPath::as_str),
         );
         let state = self.state.clone();
-        let span = request_span(&state, &req, route);
         let admitted = match &state.0.guard {
             None => Ok((None, None)),
             Some(g) => g.admit(&mut req).map(|(a, p)| (Some(a), p)),
+        };
+        // Refused requests are not traced: a client without credentials cannot fill the
+        // span queue.
+        let span = match admitted {
+            Ok(_) => request_span(&state, &req, route),
+            Err(_) => tracing::Span::none(),
         };
         let step = match admitted {
             Ok((admitted, None)) => Step::Route {
@@ -493,8 +498,8 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for InstrumentedFu
 }
 
 /// The span of a client API request, exported with traces (a disabled span otherwise):
-/// method, route template and status, never the key or the value. An incoming W3C
-/// `traceparent` becomes its parent.
+/// method, route template and status; the key only with `HYPERCACHE_TRACE_KEYS`, the
+/// value never. An incoming W3C `traceparent` becomes its parent.
 fn request_span(state: &Instrument, req: &Request, route: usize) -> tracing::Span {
     let client = state
         .0
@@ -518,8 +523,15 @@ fn request_span(state: &Instrument, req: &Request, route: usize) -> tracing::Spa
         http.route = path,
         hypercache.route = ROUTES[route.min(ROUTES.len() - 1)],
         http.response.status_code = tracing::field::Empty,
+        hypercache.key = tracing::field::Empty,
     );
     if !span.is_disabled() {
+        if crate::telemetry::trace_keys() && path.ends_with("/{key}") {
+            if let Some(raw) = req.uri().path().rsplit('/').next() {
+                let key = percent_encoding::percent_decode_str(raw).decode_utf8_lossy();
+                span.record("hypercache.key", key.as_ref());
+            }
+        }
         if let Some(tp) = req
             .headers()
             .get("traceparent")

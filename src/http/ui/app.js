@@ -155,7 +155,22 @@ async function stream() {
             else if (line.startsWith("data: ")) data += line.slice(6);
             else if (line.startsWith("retry: ")) retry = Number(line.slice(7)) || retry;
           }
-          if (data) onEvent(name, JSON.parse(data));
+          if (!data) continue;
+          let parsed;
+          try {
+            parsed = JSON.parse(data);
+          } catch (e) {
+            // Not this server's stream (a proxy's error page?): start over.
+            console.error("dashboard: unreadable event", name, e);
+            await reader.cancel();
+            throw e;
+          }
+          try {
+            onEvent(name, parsed);
+          } catch (e) {
+            // A rendering bug: shown in the console, the stream goes on.
+            console.error("dashboard: cannot show event", name, e);
+          }
         }
       }
     } catch (e) {
@@ -209,7 +224,9 @@ async function poll() {
       const now = histogram(await metrics.text());
       if (latency) {
         const secs = (now.at - latency.at) / 1000;
-        text("rate", secs > 0 ? ((now.count - latency.count) / secs).toFixed(1) : "–");
+        // A count that went down is a restarted node: no rate for this interval.
+        const n = now.count - latency.count;
+        text("rate", secs > 0 && n >= 0 ? (n / secs).toFixed(1) : "–");
         const p = p99(latency, now);
         text("p99", p === null ? "idle" : p === Infinity ? "> 5 s" : "≤ " + (p * 1000) + " ms");
       }
