@@ -35,6 +35,9 @@ pub enum RunError {
     /// The OIDC issuer's discovery document or key set could not be read (exit code 1).
     #[error("HYPERCACHE_OIDC_ISSUER: {0}")]
     Oidc(String),
+    /// The OpenTelemetry export could not start (exit code 1).
+    #[error("OpenTelemetry export: {0}")]
+    Telemetry(String),
     /// The actor system failed to start or escalated a failure (exit code 1).
     #[error("actor system: {0}")]
     Actors(String),
@@ -169,7 +172,8 @@ pub async fn run(
     let (stop_rest_tx, stop_rest) = watch::channel(false);
     let state = AppState::new(node.clone(), config.clone(), stop_rest.clone());
     if let Some(t) = &telemetry {
-        t.push_metrics(node.clone(), config.clone());
+        t.push_metrics(node.clone(), config.clone())
+            .map_err(RunError::Telemetry)?;
     }
     let metrics = node.metrics().clone();
     // One policy for the client, management and RESP listeners: they share the

@@ -350,6 +350,22 @@ pub fn families() -> Vec<Family> {
     ]
 }
 
+/// Starts thread `name` running `work` on a current-thread runtime of its own (the
+/// export's I/O never runs on the serving runtime). Either failing is an error of start-up.
+fn export_thread(
+    name: &str,
+    work: impl FnOnce(tokio::runtime::Runtime) + Send + 'static,
+) -> Result<std::thread::JoinHandle<()>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the {name} runtime: {e}"))?;
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || work(rt))
+        .map_err(|e| format!("cannot start the {name} thread: {e}"))
+}
+
 /// The running export: the tracer provider and the metric push, stopped by
 /// [`Telemetry::shutdown`].
 pub struct Telemetry {
@@ -429,59 +445,55 @@ impl QueueProcessor {
     fn start(
         mut exporter: opentelemetry_otlp::SpanExporter,
         resource: &opentelemetry_sdk::Resource,
-    ) -> Self {
+    ) -> Result<Self, String> {
         use opentelemetry_sdk::trace::SpanExporter as _;
         exporter.set_resource(resource);
         let (tx, rx) = mpsc::sync_channel::<SpanData>(SPAN_QUEUE);
-        let worker = std::thread::Builder::new()
-            .name("otel-spans".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                let mut open = true;
-                while open {
-                    let mut batch = Vec::new();
-                    match rx.recv() {
+        let worker = export_thread("otel-spans", move |rt| {
+            let mut open = true;
+            while open {
+                let mut batch = Vec::new();
+                match rx.recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+                let until = std::time::Instant::now() + SPAN_DELAY;
+                while batch.len() < SPAN_BATCH {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    match rx.recv_timeout(left) {
                         Ok(s) => batch.push(s),
-                        Err(_) => break,
-                    }
-                    let until = std::time::Instant::now() + SPAN_DELAY;
-                    while batch.len() < SPAN_BATCH {
-                        let left = until.saturating_duration_since(std::time::Instant::now());
-                        match rx.recv_timeout(left) {
-                            Ok(s) => batch.push(s),
-                            Err(mpsc::RecvTimeoutError::Timeout) => break,
-                            Err(mpsc::RecvTimeoutError::Disconnected) => {
-                                open = false;
-                                break;
-                            }
-                        }
-                    }
-                    let n = batch.len() as u64;
-                    // The exporter's own timeout bounds the request; this one bounds
-                    // everything else it might wait for.
-                    let sent = rt.block_on(async {
-                        tokio::time::timeout(Duration::from_secs(30), exporter.export(batch)).await
-                    });
-                    match sent {
-                        Ok(Ok(())) => {
-                            COUNTERS.spans_exported.fetch_add(n, Relaxed);
-                        }
-                        _ => {
-                            COUNTERS.span_exports_failed.fetch_add(1, Relaxed);
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            open = false;
+                            break;
                         }
                     }
                 }
-            })
-            .ok();
-        Self {
+                let n = batch.len() as u64;
+                // The exporter's own timeout bounds the request; this one bounds
+                // everything else it might wait for.
+                let sent = rt.block_on(async {
+                    tokio::time::timeout(Duration::from_secs(30), exporter.export(batch)).await
+                });
+                match sent {
+                    Ok(Ok(())) => {
+                        COUNTERS.spans_exported.fetch_add(n, Relaxed);
+                    }
+                    Ok(Err(e)) => {
+                        COUNTERS.span_exports_failed.fetch_add(1, Relaxed);
+                        tracing::debug!(error = %e, spans = n, "OTLP trace export failed");
+                    }
+                    Err(_) => {
+                        COUNTERS.span_exports_failed.fetch_add(1, Relaxed);
+                        tracing::debug!(spans = n, "OTLP trace export timed out");
+                    }
+                }
+            }
+        })?;
+        Ok(Self {
             tx: Mutex::new(Some(tx)),
-            worker: Mutex::new(worker),
-        }
+            worker: Mutex::new(Some(worker)),
+        })
     }
 }
 
@@ -579,7 +591,7 @@ impl Telemetry {
                 )
                 .build();
             let p = opentelemetry_sdk::trace::SdkTracerProvider::builder()
-                .with_span_processor(QueueProcessor::start(exporter, &resource))
+                .with_span_processor(QueueProcessor::start(exporter, &resource)?)
                 .with_resource(resource)
                 .with_sampler(settings.sampler.sampler())
                 .build();
@@ -615,46 +627,36 @@ impl Telemetry {
         self: &Arc<Self>,
         node: Arc<hypercache_actors::NodeHandle>,
         config: Arc<crate::config::Config>,
-    ) {
+    ) -> Result<(), String> {
         let Some(url) = self.settings.metrics.clone() else {
-            return;
+            return Ok(());
         };
         let (stop_tx, mut stop) = tokio::sync::watch::channel(false);
         let this = self.clone();
-        let handle = std::thread::Builder::new()
-            .name("otel-metrics".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    return;
-                };
-                rt.block_on(async move {
-                    let start = unix_nanos();
-                    let mut tick = tokio::time::interval(this.settings.metric_interval);
-                    // After a slow push the next waits a whole interval: no burst.
-                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    tick.tick().await;
-                    loop {
-                        tokio::select! {
-                            _ = tick.tick() => {}
-                            _ = stop.wait_for(|s| *s) => break,
-                        }
-                        tokio::select! {
-                            _ = this.push_once(&url, &node, &config, start) => {}
-                            _ = stop.wait_for(|s| *s) => break,
-                        }
+        let handle = export_thread("otel-metrics", move |rt| {
+            rt.block_on(async move {
+                let start = unix_nanos();
+                let mut tick = tokio::time::interval(this.settings.metric_interval);
+                // After a slow push the next waits a whole interval: no burst.
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        _ = stop.wait_for(|s| *s) => break,
                     }
-                    // The last push, within its budget.
-                    let last = this.push_once(&url, &node, &config, start);
-                    let _ = tokio::time::timeout(FLUSH_BUDGET, last).await;
-                });
-            })
-            .ok();
-        if let Some(h) = handle {
-            *self.metrics_task.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop_tx, h));
-        }
+                    tokio::select! {
+                        _ = this.push_once(&url, &node, &config, start) => {}
+                        _ = stop.wait_for(|s| *s) => break,
+                    }
+                }
+                // The last push, within its budget.
+                let last = this.push_once(&url, &node, &config, start);
+                let _ = tokio::time::timeout(FLUSH_BUDGET, last).await;
+            });
+        })?;
+        *self.metrics_task.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop_tx, handle));
+        Ok(())
     }
 
     async fn push_once(
@@ -664,9 +666,13 @@ impl Telemetry {
         config: &crate::config::Config,
         start: u64,
     ) {
-        let Ok((families, latency)) = crate::http::mgmt::snapshot(node, config).await else {
-            COUNTERS.metric_exports_failed.fetch_add(1, Relaxed);
-            return;
+        let (families, latency) = match crate::http::mgmt::snapshot(node, config).await {
+            Ok(s) => s,
+            Err(e) => {
+                COUNTERS.metric_exports_failed.fetch_add(1, Relaxed);
+                tracing::debug!(error = %e, "OTLP metric export: the node's figures could not be read");
+                return;
+            }
         };
         let body = encode_metrics(
             &self.settings.resource,

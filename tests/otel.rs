@@ -227,15 +227,7 @@ async fn one_put_is_one_trace_across_the_owners_and_metrics_arrive() {
         "requests slowed by a dead receiver: {:?}",
         started.elapsed()
     );
-    let text = n1
-        .http
-        .get(n1.mgmt_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = n1.prometheus("").await;
     assert!(
         prom_value(&text, "hypercache_otel_metric_exports_total").unwrap() >= 1.0,
         "{text}"
@@ -304,15 +296,7 @@ async fn a_receiver_that_never_answers_holds_up_neither_requests_nor_shutdown() 
         "requests slowed by a silent receiver: {:?}",
         started.elapsed()
     );
-    let text = n
-        .http
-        .get(n.mgmt_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = n.prometheus("").await;
     assert_eq!(
         prom_value(&text, "hypercache_otel_metric_exports_total"),
         Some(0.0),

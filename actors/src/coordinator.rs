@@ -298,8 +298,16 @@ impl Coordinator {
             Metrics::inc(&self.metrics.quorum_failures_total);
             return Err(refused);
         }
+        let span = tracing::info_span!(
+            target: crate::trace::TARGET,
+            "coordinator.write",
+            owners = live.len(),
+            needed,
+            delete = value.is_none(),
+        );
         let result = self
             .write_to(key, &live, needed, value.clone(), expires_at_ms, now)
+            .instrument(span)
             .await;
         // Home owners declared dead get the final version once they are back.
         let version = match &result {
@@ -330,27 +338,6 @@ impl Coordinator {
     /// The send-and-restamp loop of [`Self::write`] over the reachable owners `live`:
     /// the acknowledged version, or the error with the last version sent.
     async fn write_to(
-        &self,
-        key: &str,
-        owners: &[String],
-        needed: usize,
-        value: Option<Bytes>,
-        expires_at_ms: Option<u64>,
-        now: u64,
-    ) -> Result<Version, (CacheError, Option<Version>)> {
-        let span = tracing::info_span!(
-            target: crate::trace::TARGET,
-            "coordinator.write",
-            owners = owners.len(),
-            needed,
-            delete = value.is_none(),
-        );
-        self.write_loop(key, owners, needed, value, expires_at_ms, now)
-            .instrument(span)
-            .await
-    }
-
-    async fn write_loop(
         &self,
         key: &str,
         owners: &[String],

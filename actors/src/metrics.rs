@@ -580,14 +580,6 @@ fn escape_label(v: &str) -> std::borrow::Cow<'_, str> {
         .into()
 }
 
-/// Prometheus text exposition of the node metrics plus `extra` `(name, help, kind, value)`
-/// rows (the store counters).
-pub fn render_prometheus(m: &Metrics, extra: &[(&str, &'static str, &str, u64)]) -> String {
-    let mut all = families(m);
-    all.extend(extra.iter().map(|(n, h, k, v)| Family::row(n, h, k, *v)));
-    render_families(&all, &latency(m))
-}
-
 /// JSON object of every counter and gauge plus `extra`, and per-route request counts.
 pub fn render_json(m: &Metrics, extra: &[(&str, &str, &str, u64)]) -> serde_json::Value {
     let mut map = serde_json::Map::new();
@@ -664,6 +656,12 @@ impl HintBacklog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render_prometheus(m: &Metrics, extra: &[(&str, &'static str, &str, u64)]) -> String {
+        let mut all = families(m);
+        all.extend(extra.iter().map(|(n, h, k, v)| Family::row(n, h, k, *v)));
+        render_families(&all, &latency(m))
+    }
 
     #[test]
     fn prometheus_has_every_metric_and_histogram() {

@@ -113,16 +113,15 @@ pub fn prom_value(text: &str, series: &str) -> Option<f64> {
 
 impl Node {
     /// `GET /metrics` on the management listener with `token`: the exposition text.
+    /// `/metrics`, with `token` as bearer (none when empty).
     pub async fn prometheus(&self, token: &str) -> String {
-        self.http
-            .get(self.mgmt_url("/metrics"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
+        let req = self.http.get(self.mgmt_url("/metrics"));
+        let req = if token.is_empty() {
+            req
+        } else {
+            req.bearer_auth(token)
+        };
+        req.send().await.unwrap().text().await.unwrap()
     }
 
     /// Starts a node with `env` (plus loopback listener addresses) and waits until
